@@ -1,0 +1,158 @@
+"""What hidden checks are written with: remote calls into the sandbox and clear assertions.
+
+A hidden check is a function ``test_<exercise>(submission)`` in
+``tests/hidden/test_<chapter>.py``. It calls the learner's function through
+``submission.function(name)``; the call runs in the sandbox and comes back as plain data
+(tensors, numbers, lists, dicts), so the comparison below runs in the trusted process
+against an independent reference. Failures raise ``AssertionError`` with a message written
+for the learner (it appears in their report).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from utils.grading.codec import SandboxValue
+
+
+class SubmissionError(AssertionError):
+    """The submitted function raised, crashed, timed out or misbehaved."""
+
+
+def points(value: float) -> Callable:
+    """Decorator: how many points a check is worth (default 1)."""
+
+    def mark(func: Callable) -> Callable:
+        func.points = float(value)
+        return func
+
+    return mark
+
+
+def sandbox_model(name: str) -> SandboxValue:
+    """A model loaded *inside* the sandbox: ``"smollm2"`` or a shipped toy model's name."""
+    return SandboxValue("utils.grading.recipes:model", name=name)
+
+
+def sandbox_cache(model_name: str, tokens: torch.Tensor, names: list[str] | None = None
+                  ) -> SandboxValue:
+    """An ``ActivationCache`` of ``model_name`` on ``tokens``, made inside the sandbox."""
+    return SandboxValue("utils.grading.recipes:activation_cache", model_name=model_name,
+                        tokens=tokens, names=names)
+
+
+class RemoteFunction:
+    """A learner's function, callable from a check; runs in the sandbox on each call."""
+
+    def __init__(self, submission: Submission, name: str, source: str, timeout: float,
+                 memory_mb: int, allow_input_mutation: bool) -> None:
+        self.submission = submission
+        self.name = name
+        self.source = source
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.allow_input_mutation = allow_input_mutation
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        header, value = self.submission.sandbox.call(
+            self.source, self.name, args, kwargs, self.timeout, self.memory_mb)
+        status = header.get("status")
+        if status == "internal":
+            raise RuntimeError(f"grader could not prepare inputs: {header.get('message')}")
+        if status != "ok":
+            message = header.get("message") or status
+            log = (header.get("log") or "").strip()
+            hint = f"\n  last output of your code: ...{log[-300:]}" if log else ""
+            raise SubmissionError(f"{self.name}: {message}{hint}")
+        mutated = header.get("mutated") or []
+        if mutated and not self.allow_input_mutation:
+            raise SubmissionError(
+                f"{self.name} changed its input {', '.join(mutated)} in place; "
+                "compute on new tensors (e.g. `x = x + 1`, not `x += 1`)")
+        return value
+
+
+class Submission:
+    """The learner's answers as seen by one check."""
+
+    def __init__(self, sandbox, sources: dict[str, str]) -> None:
+        self.sandbox = sandbox
+        self.sources = sources
+
+    def function(self, name: str, timeout: float = 60.0, memory_mb: int = 1024,
+                 allow_input_mutation: bool = False) -> RemoteFunction:
+        """The learner's function ``name`` (from its answer cell)."""
+        source = self.sources.get(name)
+        if source is None:
+            raise SubmissionError(
+                f"no answer cell for `{name}` was found; if you deleted it, copy it back from "
+                "a fresh copy of the chapter")
+        return RemoteFunction(self, name, source, timeout, memory_mb, allow_input_mutation)
+
+
+# ----------------------------------------------------------------------- assertions
+def _dims(names: str, shape: tuple) -> str:
+    labels = names.split()
+    if len(labels) == len(shape):
+        return "[" + ", ".join(f"{n}={s}" for n, s in zip(labels, shape)) + "]"
+    return str(list(shape))
+
+
+def expect_tensor(value: Any, name: str, dims: str, shape: tuple[int, ...],
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Assert ``value`` is a tensor of ``shape``; ``dims`` names the axes, TL style.
+
+    The message reads: ``expected [batch, pos, d_model] = [2, 5, 576], got [2, 576]``.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise SubmissionError(
+            f"{name} should return a tensor [{', '.join(dims.split())}], "
+            f"got {type(value).__name__}")
+    if tuple(value.shape) != tuple(shape):
+        raise SubmissionError(
+            f"{name}: expected shape [{', '.join(dims.split())}] = {list(shape)}, "
+            f"got {list(value.shape)}")
+    if dtype is not None and value.dtype != dtype:
+        raise SubmissionError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise SubmissionError(f"{name}: the result contains NaN or infinite values")
+    return value
+
+
+def assert_close(got: torch.Tensor, expected: torch.Tensor, name: str, atol: float = 1e-4,
+                 rtol: float = 1e-4, what: str = "values") -> None:
+    """Assert two tensors agree, naming the first place they differ."""
+    got = got.to(torch.float64)
+    expected = expected.to(torch.float64)
+    if got.shape != expected.shape:
+        raise SubmissionError(f"{name}: expected shape {list(expected.shape)}, "
+                              f"got {list(got.shape)}")
+    close = torch.isclose(got, expected, atol=atol, rtol=rtol)
+    if not bool(close.all()):
+        bad = (~close).nonzero()[0].tolist()
+        idx = tuple(bad)
+        frac = 1 - close.double().mean().item()
+        raise SubmissionError(
+            f"{name}: {what} differ from the reference at {frac:.1%} of entries; "
+            f"e.g. at index {list(idx)}: expected {expected[idx].item():.6g}, "
+            f"got {got[idx].item():.6g}")
+
+
+def assert_number(got: Any, expected: float, name: str, atol: float = 1e-4, rtol: float = 1e-4,
+                  what: str = "value") -> float:
+    """Assert a scalar (float, int or one-element tensor) is close to ``expected``."""
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            raise SubmissionError(f"{name} should return a single number, got a tensor of "
+                                  f"shape {list(got.shape)}")
+        got = got.item()
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        raise SubmissionError(f"{name} should return a number, got {type(got).__name__}")
+    if not abs(got - expected) <= atol + rtol * abs(expected):
+        raise SubmissionError(f"{name}: expected {what} {expected:.6g}, got {got:.6g}")
+    return float(got)
