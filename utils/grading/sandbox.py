@@ -26,6 +26,7 @@ from utils.grading import codec
 
 BLOCKED_MODULES = ["utils.reference"]
 STARTUP_TIMEOUT = 240.0
+REPLY_MARGIN = 20.0  # seconds the worker may take beyond a call's own time limit
 
 
 class SandboxUnavailable(RuntimeError):
@@ -170,7 +171,7 @@ class Sandbox:
                    "memory_mb": memory_mb}
         try:
             codec.send_message(self._requests, request, blob)
-            header, out_blob = self._read_reply(timeout + 60.0)
+            header, out_blob = self._read_reply(timeout + REPLY_MARGIN)
         except (WorkerDied, BrokenPipeError, EOFError, codec.EncodingError) as exc:
             self.restart()
             return {"status": "crashed", "message": f"your code broke the grading process ({exc})"

@@ -17,7 +17,7 @@ def reference_mask_future(scores):
 
 @points(1)
 def test_center_rows(submission):
-    center_rows = submission.function("center_rows")
+    center_rows = submission.function("center_rows", timeout=5, memory_mb=512)
     x = torch.randn(5, 7, generator=torch.Generator().manual_seed(11)) * 3 + 1
     got = expect_tensor(center_rows(x), "center_rows", "batch d_model", (5, 7))
     assert_close(got, reference_center_rows(x), "center_rows")
@@ -25,7 +25,7 @@ def test_center_rows(submission):
 
 @points(2)
 def test_mask_future(submission):
-    mask_future = submission.function("mask_future")
+    mask_future = submission.function("mask_future", timeout=5, memory_mb=512)
     scores = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(12))
     got = mask_future(scores)
     if not isinstance(got, torch.Tensor) or got.shape != scores.shape:

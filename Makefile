@@ -1,0 +1,59 @@
+# One command each (see README):
+#   make            set everything up, then open JupyterLab on chapters/   (the course)
+#   make run-all    set up, then execute every chapter headless and report time and memory
+#   make test       set up, then run every test (what CI runs)
+#   make bench      set up, then print the performance figures quoted in the README
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.course-installed
+
+.PHONY: lab setup system-deps run-all test quicktest bench build clean-venv
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=chapters
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@$(PYTHON) -c "import sys; assert sys.version_info[:2] == (3, 11), 'the course needs Python 3.11: set PYTHON=/path/to/python3.11'"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(BIN)/python -m utils.smollm2 --prepare
+
+# Sandboxed grading needs bubblewrap; the browser test needs Chromium. Installed when we can
+# (root with apt); otherwise the tests that need them skip and say why.
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  missing=""; command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "not root with apt-get: install bubblewrap (and chromium) yourself for the full test suite"; fi
+
+run-all: setup
+	$(BIN)/python -m utils.execute solutions/*.ipynb
+
+test: setup system-deps
+	$(BIN)/ruff check utils tests
+	$(BIN)/python -m utils.pins --check
+	$(BIN)/python -m utils.build --check
+	COURSE_SLOW_TESTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+quicktest: setup
+	$(BIN)/ruff check utils tests
+	$(BIN)/python -m utils.build --check
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+bench: setup
+	$(BIN)/python -m utils.bench
+
+build: $(STAMP)
+	$(BIN)/python -m utils.build
+
+clean-venv:
+	rm -rf $(VENV)
