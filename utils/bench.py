@@ -1,0 +1,146 @@
+"""Performance figures for the README: ``python -m utils.bench``.
+
+Measures, on this machine: setting up a fresh environment (``--setup``, slow), SmolLM2's
+first load (dequantise + process + cache, in a throwaway cache) and cached load, executing
+every solution notebook (time and the kernel's peak memory), and grading every solution
+notebook with the hidden checks. Each figure is printed next to its budget. These are
+benchmarks, not tests: nothing fails when a budget is missed, it is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from utils import notebooks, paths
+from utils.execute import _PeakMemory, run_notebook
+
+
+def _timed_process(command: list[str], env: dict | None = None) -> tuple[float, float, int]:
+    """(seconds, peak RSS MB of the process tree, exit code) of a command."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, cwd=paths.REPO_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with _PeakMemory(process.pid) as sampler:
+        code = process.wait()
+    return time.monotonic() - started, sampler.peak / 2**20, code
+
+
+def bench_setup() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp) / "venv"
+        started = time.monotonic()
+        steps = [[sys.executable, "-m", "venv", str(venv)],
+                 [str(venv / "bin/pip"), "install", "-q", "-r", "requirements.txt"],
+                 [str(venv / "bin/pip"), "install", "-q", "--no-deps", "-r",
+                  "requirements-nodeps.txt"],
+                 [str(venv / "bin/pip"), "install", "-q", "--no-deps", "-e", "."]]
+        for step in steps:
+            subprocess.run(step, cwd=paths.REPO_ROOT, check=True, capture_output=True)
+        return {"setup_seconds": round(time.monotonic() - started, 1)}
+
+
+def bench_smollm2(cold: bool) -> dict:
+    out = {}
+    if cold:
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "COURSE_CACHE_DIR": cache}
+            seconds, peak, code = _timed_process(
+                [sys.executable, "-m", "utils.smollm2", "--prepare", "--quiet"], env)
+            out.update(smollm2_cold_seconds=round(seconds, 1), smollm2_cold_peak_mb=round(peak),
+                       smollm2_cold_ok=code == 0)
+    subprocess.run([sys.executable, "-m", "utils.smollm2", "--prepare", "--quiet"],
+                   cwd=paths.REPO_ROOT, check=True, capture_output=True)
+    code = ("import time; t = time.monotonic(); from utils.smollm2 import load_smollm2; "
+            "load_smollm2(); print(time.monotonic() - t)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO_ROOT, check=True,
+                          capture_output=True, text=True)
+    seconds, peak, _ = _timed_process([sys.executable, "-c", code])
+    out.update(smollm2_cached_load_seconds=round(float(done.stdout.split()[-1]), 2),
+               smollm2_cached_process_seconds=round(seconds, 1),
+               smollm2_cached_peak_mb=round(peak))
+    return out
+
+
+def bench_notebooks(selected: list[Path]) -> dict:
+    rows = []
+    for path in selected:
+        result = run_notebook(path)
+        rows.append({"notebook": path.name, "ok": result.ok, "seconds": result.seconds,
+                     "peak_mb": result.peak_rss_mb, "error": result.error[:300]})
+        print(f"  executed {path.name}: {result.seconds} s, peak {result.peak_rss_mb} MB"
+              f"{'' if result.ok else '  FAILED'}", flush=True)
+    return {"notebooks": rows, "course_seconds": round(sum(r["seconds"] for r in rows), 1)}
+
+
+def bench_hidden_checks(selected: list[Path]) -> dict:
+    from utils.grading.runner import grade_notebook
+
+    rows = []
+    for path in selected:
+        started = time.monotonic()
+        report = grade_notebook(path, path.stem)
+        rows.append({"chapter": path.stem, "seconds": round(time.monotonic() - started, 1),
+                     "score": report.score, "max_score": report.max_score})
+        print(f"  graded {path.name}: {report.score:g}/{report.max_score:g} in "
+              f"{rows[-1]['seconds']} s", flush=True)
+    return {"grading": rows, "hidden_checks_seconds": round(sum(r["seconds"] for r in rows), 1)}
+
+
+def markdown(results: dict) -> str:
+    lines = ["| figure | measured | budget |", "|---|---|---|"]
+
+    def row(name: str, value, budget: str = "") -> None:
+        lines.append(f"| {name} | {value} | {budget} |")
+
+    if "setup_seconds" in results:
+        row("set up a fresh environment (pip, warm cache)", f"{results['setup_seconds']} s")
+    if "smollm2_cold_seconds" in results:
+        row("SmolLM2 first load (dequantise + cache, once)",
+            f"{results['smollm2_cold_seconds']} s, peak {results['smollm2_cold_peak_mb']} MB",
+            "paid at setup, not in a notebook")
+    if "smollm2_cached_load_seconds" in results:
+        row("SmolLM2 load from cache", f"{results['smollm2_cached_load_seconds']} s "
+            f"(peak {results['smollm2_cached_peak_mb']} MB)", "≤ 3 s")
+    for nb in results.get("notebooks", []):
+        status = "" if nb["ok"] else " **FAILED**"
+        row(f"execute `{nb['notebook']}`", f"{nb['seconds']} s, peak {nb['peak_mb']} MB{status}",
+            "≤ 180 s, ≤ 1,536 MB")
+    if "course_seconds" in results:
+        row("whole course, end to end", f"{results['course_seconds']} s", "≤ 600 s")
+    if "hidden_checks_seconds" in results:
+        row("hidden checks of every exercise (grading all solutions)",
+            f"{results['hidden_checks_seconds']} s", "≤ 90 s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.bench", description=__doc__)
+    parser.add_argument("--setup", action="store_true", help="also time a fresh pip install")
+    parser.add_argument("--no-cold", action="store_true", help="skip SmolLM2's first load")
+    parser.add_argument("--chapters", nargs="*", help="only these (e.g. 01_residual_stream)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    selected = notebooks.chapter_notebooks(paths.SOLUTIONS_DIR)
+    if args.chapters:
+        selected = [p for p in selected if p.stem in args.chapters]
+    results: dict = {"cpus": os.cpu_count()}
+    if args.setup:
+        results.update(bench_setup())
+    results.update(bench_smollm2(cold=not args.no_cold))
+    results.update(bench_notebooks(selected))
+    results.update(bench_hidden_checks(selected))
+    print(markdown(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
