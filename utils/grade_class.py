@@ -1,0 +1,112 @@
+"""Grade a whole class: ``python -m utils.grade_class FOLDER --chapter CHAPTER [--jobs 2]``.
+
+``FOLDER`` holds one submission per student: ``<student>.ipynb`` or
+``<student>/<chapter>.ipynb``. Each of ``--jobs`` worker processes keeps one sandboxed
+grader and takes the next student; one student's crash, loop or attack costs only that
+student's exercise. Prints a pass/fail table (students x exercises) and writes ``--csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from utils.grading.runner import Grader, Report
+
+_grader: Grader | None = None
+
+
+def find_submissions(folder: Path, chapter: str) -> dict[str, Path]:
+    """Map student id -> notebook, for both accepted layouts."""
+    found = {}
+    for entry in sorted(Path(folder).iterdir()):
+        if entry.is_file() and entry.suffix == ".ipynb":
+            found[entry.stem] = entry
+        elif entry.is_dir() and (entry / f"{chapter}.ipynb").is_file():
+            found[entry.name] = entry / f"{chapter}.ipynb"
+    return found
+
+
+def _start_worker(chapter: str, checks: Path | None, released: Path | None,
+                  require_sandbox: bool) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the jobs share the cores; don't oversubscribe them
+    global _grader
+    _grader = Grader(chapter, checks, released, require_isolation=require_sandbox)
+    _grader.__enter__()
+
+
+def _grade_one(path: str) -> Report:
+    return _grader.grade_notebook(Path(path))
+
+
+def grade_class(folder: Path, chapter: str, jobs: int = 2, checks: Path | None = None,
+                released: Path | None = None, require_sandbox: bool = False
+                ) -> dict[str, Report]:
+    """Grade every submission in ``folder``; returns student id -> report."""
+    submissions = find_submissions(folder, chapter)
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker,
+                             initargs=(chapter, checks, released, require_sandbox)) as pool:
+        reports = pool.map(_grade_one, [str(p) for p in submissions.values()])
+        return dict(zip(submissions, reports))
+
+
+def table(reports: dict[str, Report]) -> str:
+    if not reports:
+        return "no submissions found"
+    exercises = [e.id for e in next(iter(reports.values())).exercises]
+    width = max(len(s) for s in reports) + 2
+    lines = ["student".ljust(width) + " ".join(f"{i + 1:>3}" for i in range(len(exercises)))
+             + "  score"]
+    for student, report in reports.items():
+        marks = " ".join(f"{'ok' if e.passed else '--':>3}" for e in report.exercises)
+        lines.append(f"{student.ljust(width)}{marks}  {report.score:g}/{report.max_score:g}")
+    lines.append("")
+    lines += [f"{i + 1:>3} = {name}" for i, name in enumerate(exercises)]
+    return "\n".join(lines)
+
+
+def write_csv(reports: dict[str, Report], path: Path) -> None:
+    exercises = [e.id for e in next(iter(reports.values())).exercises] if reports else []
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "score", "max_score", *exercises, "messages"])
+        for student, r in reports.items():
+            messages = " | ".join(f"{e.id}: {e.message}" for e in r.exercises if e.message)
+            writer.writerow([student, r.score, r.max_score,
+                             *[e.points for e in r.exercises], messages])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.grade_class", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--chapter", required=True)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--checks", type=Path, help="private overlay of hidden checks")
+    parser.add_argument("--released", type=Path, help="folder of released chapters")
+    parser.add_argument("--csv", type=Path, help="write per-student scores and messages")
+    parser.add_argument("--require-sandbox", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    reports = grade_class(args.folder, args.chapter, args.jobs, args.checks, args.released,
+                          args.require_sandbox)
+    print(table(reports))
+    print(f"\ngraded {len(reports)} submission(s) in {time.monotonic() - started:.0f} s "
+          f"with {args.jobs} job(s)")
+    if args.csv:
+        write_csv(reports, args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
