@@ -221,6 +221,27 @@ def collect_folder(root: Path, chapter: str, folder: Path) -> list[str]:
     return students
 
 
+def release_to_exchange(root: Path, chapter: str) -> None:
+    """Put a released chapter in the exchange, where learners ``nbgrader fetch_assignment`` it."""
+    exchange = Path(nbgrader_exchange_root(root))
+    exchange.mkdir(parents=True, exist_ok=True)
+    exchange.chmod(0o1777)  # nbgrader's exchange: world-writable with the sticky bit
+    nbgrader(root, "release_assignment", chapter, "--force")
+
+
+def collect_from_exchange(root: Path, chapter: str) -> None:
+    """Collect what learners ``nbgrader submit``-ted (latest submission per learner)."""
+    nbgrader(root, "collect", chapter, "--update")
+
+
+def nbgrader_exchange_root(root: Path) -> str:
+    text = (root / "nbgrader_config.py").read_text()
+    match = re.search(r"c\.Exchange\.root = '([^']*)'", text)
+    if not match:
+        raise RuntimeError(f"no Exchange.root in {root / 'nbgrader_config.py'}")
+    return match.group(1)
+
+
 def autograde(root: Path, chapter: str) -> None:
     nbgrader(root, "autograde", chapter, "--force")
 
