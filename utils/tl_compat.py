@@ -1,0 +1,112 @@
+"""Workarounds for TransformerLens 4.3 behaviour that is broken or surprising.
+
+Each function says what is broken; ``tests/test_tl_compat.py`` asserts that the raw TL call
+still misbehaves (so the test fails, as a reminder, once TL fixes it) and that the
+workaround gives the right answer. Verified on transformer-lens 4.3.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = [
+    "accumulated_resid",
+    "ensure_eval",
+    "expand_kv_heads",
+    "get_act_patch_block_every",
+    "has_resid_mid",
+]
+
+
+def has_resid_mid(model: Any) -> bool:
+    """Whether the blocks have a ``hook_resid_mid`` (False for attention-only models)."""
+    return not getattr(model.cfg, "attn_only", False) and "blocks.0.hook_resid_mid" in (
+        model.hook_dict
+    )
+
+
+def ensure_eval(model: Any) -> Any:
+    """Put ``model`` (and every submodule) in eval mode and return it.
+
+    Broken/surprising: ``TransformerBridge.boot_native`` returns the model in *training*
+    mode, and every ``transformer_lens.patching`` function raises ``ValueError: activation
+    patching requires the model and all submodules to be in evaluation mode``.
+    """
+    model.eval()
+    return model
+
+
+def accumulated_resid(
+    cache: Any,
+    model: Any,
+    layer: int | None = None,
+    incl_mid: bool = False,
+    apply_ln: bool = False,
+    pos_slice: Any = None,
+    return_labels: bool = False,
+) -> Any:
+    """``cache.accumulated_resid`` that also works on attention-only models.
+
+    Broken: ``cache.accumulated_resid(incl_mid=True)`` raises ``KeyError:
+    'blocks.0.hook_resid_mid'`` on attention-only models, which have no resid_mid. There the
+    "mid" stream would equal the block's output (the next ``resid_pre``), so it is simply
+    left out: the result is the same as ``incl_mid=False``. On normal models this is a plain
+    pass-through. Returns ``[n_components, batch, pos, d_model]`` (and labels if asked).
+    """
+    if incl_mid and not has_resid_mid(model):
+        incl_mid = False
+    kwargs: dict[str, Any] = {
+        "layer": layer,
+        "incl_mid": incl_mid,
+        "apply_ln": apply_ln,
+        "return_labels": return_labels,
+    }
+    if pos_slice is not None:
+        kwargs["pos_slice"] = pos_slice
+    return cache.accumulated_resid(**kwargs)
+
+
+def get_act_patch_block_every(
+    model: Any,
+    corrupted_tokens: torch.Tensor,
+    clean_cache: Any,
+    metric: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``patching.get_act_patch_block_every`` that also works on attention-only models.
+
+    Broken: on attention-only models TL raises ``KeyError: 'blocks.0.hook_mlp_out'``. Here
+    the result is ``[2, n_layers, pos]`` (resid_pre, attn_out) for attention-only models and
+    TL's ``[3, n_layers, pos]`` (resid_pre, attn_out, mlp_out) otherwise. Puts the model in
+    eval mode first (see :func:`ensure_eval`).
+    """
+    from transformer_lens import patching
+
+    ensure_eval(model)
+    if not getattr(model.cfg, "attn_only", False):
+        return patching.get_act_patch_block_every(model, corrupted_tokens, clean_cache, metric)
+    parts = [
+        patching.get_act_patch_resid_pre(model, corrupted_tokens, clean_cache, metric),
+        patching.get_act_patch_attn_out(model, corrupted_tokens, clean_cache, metric),
+    ]
+    return torch.stack(parts, dim=0)
+
+
+def expand_kv_heads(w: torch.Tensor, n_heads: int = 9, dim: int = -3) -> torch.Tensor:
+    """Repeat grouped key/value heads so there is one per query head (GQA).
+
+    Surprising: on GQA models (SmolLM2: 9 query heads, 3 KV heads) ``model.W_K`` / ``W_V``
+    (``[n_layers, 3, d_model, d_head]``), ``b_K`` / ``b_V`` and the ``hook_k`` / ``hook_v``
+    activations (``[batch, pos, 3, d_head]``) keep 3 heads, so ``W_Q @ W_K`` style code
+    breaks. Query head ``h`` reads KV head ``h // (n_heads // n_kv)`` (HF's ``repeat_kv``):
+    that is ``repeat_interleave``, not ``repeat``. ``dim`` is the head axis: -3 for weights
+    (``W_K``, ``W_V``), -2 for ``hook_k`` / ``hook_v`` activations and for ``b_K`` / ``b_V``.
+    """
+    n_kv = w.shape[dim]
+    if n_kv == n_heads:
+        return w
+    if n_heads % n_kv:
+        raise ValueError(f"cannot expand {n_kv} KV heads to {n_heads} query heads")
+    return w.repeat_interleave(n_heads // n_kv, dim=dim)
