@@ -41,6 +41,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.strip().splitlines()[-1] == "make test"
     readme = (ROOT / "README.md").read_text()
-    assert "make test" in readme and "make\n" in readme or "`make`" in readme
+    assert "make test       # set up, then run every test" in readme
+    assert "make            # set everything up, then open JupyterLab on chapters/" in readme
     makefile = (ROOT / "Makefile").read_text()
     assert "-r requirements.txt" in makefile and "--no-deps -r requirements-nodeps.txt" in makefile
