@@ -1,0 +1,161 @@
+"""Head-score reference functions, deterministic training, and (slow) the full retrain."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from utils.head_scores import induction_score, previous_token_score
+from utils.toy_models import attn_only_config, state_dicts_equal
+from utils.training import RECIPES, check_heads, deterministic_torch, retrain, train_attn_only
+
+TINY = attn_only_config(n_layers=2, d_model=32, n_heads=2, d_head=16, n_ctx=48, d_vocab=64)
+TINY_KW = dict(
+    lr=1e-3, batch_size=8, log_every=15, heldout_batch=4, heldout_half_len=20,
+    max_period=16, progress=False,
+)
+
+
+# ----------------------------------------------------------------------------- hand-made patterns
+
+
+def _causal_uniform(seq: int) -> torch.Tensor:
+    return torch.tril(torch.ones(seq, seq)) / torch.arange(1, seq + 1)[:, None]
+
+
+def _prev_token(seq: int) -> torch.Tensor:
+    p = torch.zeros(seq, seq)
+    p[0, 0] = 1.0
+    p[torch.arange(1, seq), torch.arange(seq - 1)] = 1.0
+    return p
+
+
+def _stripe(seq: int, half_len: int, offset: int) -> torch.Tensor:
+    """Second-half destinations attend to ``dest - half_len + offset``; the rest to position 0."""
+    p = torch.zeros(seq, seq)
+    p[:, 0] = 1.0
+    for dest in range(seq - half_len, seq):
+        p[dest, 0] = 0.0
+        p[dest, dest - half_len + offset] = 1.0
+    return p
+
+
+def _brute_force(pattern: torch.Tensor, half_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loop implementations of both definitions, for a cross-check."""
+    batch, heads, seq, _ = pattern.shape
+    prev, ind = torch.zeros(heads), torch.zeros(heads)
+    for h in range(heads):
+        prev[h] = sum(
+            pattern[b, h, d, d - 1] for b in range(batch) for d in range(1, seq)
+        ) / (batch * (seq - 1))
+        ind[h] = sum(
+            pattern[b, h, d, d - half_len + 1]
+            for b in range(batch) for d in range(seq - half_len, seq)
+        ) / (batch * half_len)
+    return prev, ind
+
+
+def test_previous_token_score_on_hand_made_patterns():
+    seq = 30
+    pattern = torch.stack([_prev_token(seq), _causal_uniform(seq), torch.eye(seq)])[None]
+    scores = previous_token_score(pattern.repeat(3, 1, 1, 1))
+    assert scores.shape == (3,)
+    torch.testing.assert_close(scores[0], torch.tensor(1.0))
+    assert scores[1] < 0.15
+    assert scores[2] == 0.0
+    # a [head, dest, src] pattern is accepted too
+    torch.testing.assert_close(previous_token_score(pattern[0]), scores)
+
+
+@pytest.mark.parametrize("prefix", [0, 1])  # without / with a BOS
+def test_induction_score_on_hand_made_patterns(prefix):
+    half_len = 12
+    seq = prefix + 2 * half_len
+    pattern = torch.stack([
+        _stripe(seq, half_len, offset=1),   # perfect induction head
+        _stripe(seq, half_len, offset=0),   # attends to the previous occurrence itself
+        _stripe(seq, half_len, offset=2),   # one too far
+        _prev_token(seq),
+        _causal_uniform(seq),
+    ])[None].repeat(2, 1, 1, 1)
+    scores = induction_score(pattern, half_len)
+    assert scores.shape == (5,)
+    torch.testing.assert_close(scores[0], torch.tensor(1.0))
+    assert scores[1] == 0.0 and scores[2] == 0.0 and scores[3] == 0.0
+    assert scores[4] < 0.1
+    with pytest.raises(ValueError):
+        induction_score(pattern, half_len=seq)
+
+
+def test_scores_match_brute_force_on_random_patterns():
+    gen = torch.Generator().manual_seed(0)
+    half_len, seq = 7, 15
+    scores = torch.randn(3, 4, seq, seq, generator=gen)
+    scores = scores.masked_fill(torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1), -1e9)
+    pattern = scores.softmax(-1)
+    prev, ind = _brute_force(pattern, half_len)
+    torch.testing.assert_close(previous_token_score(pattern), prev)
+    torch.testing.assert_close(induction_score(pattern, half_len), ind)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_deterministic_torch_restores_settings():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    with pytest.raises(RuntimeError, match="boom"):
+        with deterministic_torch(num_threads=1):
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == before
+
+
+def test_training_is_bit_identical_for_a_seed():
+    state = torch.get_rng_state()
+    a = train_attn_only(TINY, steps=15, seed=11, **TINY_KW)
+    b = train_attn_only(TINY, steps=15, seed=11, **TINY_KW)
+    c = train_attn_only(TINY, steps=15, seed=12, **TINY_KW)
+    assert torch.equal(state, torch.get_rng_state())
+    assert not a.model.training
+    assert state_dicts_equal(a.model.state_dict(), b.model.state_dict())
+    assert not state_dicts_equal(a.model.state_dict(), c.model.state_dict())
+    assert a.log == [
+        {**entry, "elapsed_s": a.log[i]["elapsed_s"]} for i, entry in enumerate(b.log)
+    ]
+    # log layout: step 0 and every log_every steps
+    assert [e["step"] for e in a.log] == [0, 15]
+    keys = {
+        "step", "train_loss", "heldout_loss_first_half", "heldout_loss_second_half",
+        "induction_score_layer1", "prev_token_score_layer0",
+    }
+    assert keys <= a.log[-1].keys()
+    assert a.hyperparameters["seed"] == 11
+
+
+def test_recipe_is_json_friendly():
+    import json
+
+    for recipe in RECIPES.values():
+        json.dumps(recipe)
+
+
+# ----------------------------------------------------------------------------- full retrain
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("COURSE_SLOW_TESTS") != "1", reason="set COURSE_SLOW_TESTS=1 (minutes)"
+)
+def test_full_retrain_forms_the_heads(tmp_path):
+    from utils.toy_models import load_toy_model, verify_checksums
+
+    log = retrain("attn_only_2l", tmp_path / "attn_only_2l", progress=False)
+    verify_checksums(tmp_path / "attn_only_2l")
+    model = load_toy_model(tmp_path / "attn_only_2l")
+    fresh = check_heads(model, bos_token=RECIPES["attn_only_2l"]["train"]["bos_token"], seed=99)
+    assert fresh["prev_token_score_layer0"] >= 0.4
+    assert fresh["induction_score_layer1"] >= 0.6
+    assert log["training_seconds"] < 600
