@@ -1,0 +1,469 @@
+"""Hidden checks for chapter 03 (induction heads).
+
+Every check compares the learner's function, run in the sandbox, with the independent
+reference in ``utils.reference.induction_heads`` on inputs the notebook never shows (other
+seeds, other lengths, other prefixes). Model checks use the shipped toy model
+``attn_only_2l``; the heads they ablate are found by computing scores, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import torch
+
+from utils.data import repeated_random_tokens
+from utils.grading.checks import (
+    SubmissionError,
+    assert_close,
+    assert_number,
+    expect_tensor,
+    points,
+    sandbox_model,
+)
+from utils.reference import induction_heads as ref
+
+TOY = "attn_only_2l"
+_CALLS_REFERENCE = re.compile(
+    r"\butils\s*\.\s*head_scores\b|from\s+utils\s+import\s+[^\n]*\bhead_scores\b")
+
+
+# ------------------------------------------------------------------------- trusted inputs
+@functools.cache
+def _toy():
+    from utils.toy_models import load_toy_model
+
+    return load_toy_model(TOY)
+
+
+@functools.cache
+def _toy_bos() -> int:
+    from utils.toy_models import read_toy_model_info
+
+    return int(read_toy_model_info(TOY)["metadata"]["bos_token"])
+
+
+@functools.cache
+def _tokens(batch: int, half_len: int, seed: int) -> torch.Tensor:
+    return repeated_random_tokens(batch, half_len, _toy().cfg.d_vocab, seed, bos_token=_toy_bos())
+
+
+@functools.cache
+def _circuit() -> tuple[int, int, int]:
+    """(previous-token head of layer 0, best and second-best induction heads of layer 1)."""
+    scores = ref.score_every_head(_toy(), _tokens(8, 30, 90_001), 30)
+    prev = int(scores["previous_token"][0].argmax())
+    ind = scores["induction"][1].argsort(descending=True)
+    return prev, int(ind[0]), int(ind[1])
+
+
+def _no_reference_calls(submission, name: str) -> None:
+    if _CALLS_REFERENCE.search(submission.sources.get(name, "")):
+        raise SubmissionError(
+            f"{name}: compute the scores yourself; an answer that calls the course's reference "
+            "scores (utils.head_scores) earns no marks")
+
+
+def _causal_patterns(batch: int, heads: int, seq: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(batch, heads, seq, seq, generator=g) * 2
+    future = torch.triu(torch.ones(seq, seq, dtype=torch.bool), diagonal=1)
+    return scores.masked_fill(future, float("-inf")).softmax(-1)
+
+
+def _as_step(value, name: str, key: str):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise SubmissionError(f'{name}: "{key}" should be a training step (an int) or None, '
+                          f"got {value!r}")
+
+
+# ------------------------------------------------------------------------- checks
+@points(1)
+def test_per_token_loss(submission):
+    per_token_loss = submission.function("per_token_loss")
+    g = torch.Generator().manual_seed(3_001)
+    logits = torch.randn(3, 9, 13, generator=g) * 2
+    tokens = torch.randint(0, 13, (3, 9), generator=g)
+    got = expect_tensor(per_token_loss(logits, tokens), "per_token_loss", "batch pos-1", (3, 8))
+    assert_close(got, ref.per_token_loss(logits, tokens), "per_token_loss",
+                 what="losses (entry [b, p] is the loss of predicting tokens[b, p + 1])")
+
+
+@points(1)
+def test_in_context_learning_score(submission):
+    icl = submission.function("in_context_learning_score")
+    g = torch.Generator().manual_seed(3_002)
+    # (half_len, prefix length): with a BOS, with a longer prefix, and with none at all.
+    for half_len, prefix in [(7, 1), (5, 3), (6, 0)]:
+        lpt = torch.rand(2, prefix + 2 * half_len - 1, generator=g) * 5
+        got = icl(lpt, half_len)
+        if not isinstance(got, dict) or set(got) != {"first_half", "second_half", "score"}:
+            raise SubmissionError('in_context_learning_score should return a dict with keys '
+                                  f'"first_half", "second_half", "score"; got {got!r}')
+        expected = ref.in_context_learning_score(lpt, half_len)
+        for key in ("first_half", "second_half", "score"):
+            assert_number(got[key], expected[key], "in_context_learning_score",
+                          what=f'"{key}" (half_len={half_len}, prefix of {prefix} positions)')
+
+
+@points(2)
+def test_induction_scores(submission):
+    _no_reference_calls(submission, "induction_scores")
+    induction_scores = submission.function("induction_scores")
+    for batch, heads, half_len, prefix, seed in [(2, 3, 6, 1, 3_003), (1, 2, 5, 0, 3_004),
+                                                 (2, 2, 4, 3, 3_005)]:
+        seq = prefix + 2 * half_len
+        pattern = _causal_patterns(batch, heads, seq, seed)
+        got = expect_tensor(induction_scores(pattern, half_len), "induction_scores",
+                            "head_index", (heads,))
+        assert_close(got, ref.induction_scores(pattern, half_len), "induction_scores",
+                     what=f"scores (half_len={half_len}, {prefix} positions before the repeats)")
+
+
+@points(2)
+def test_score_every_head(submission):
+    _no_reference_calls(submission, "score_every_head")
+    score_every_head = submission.function("score_every_head")
+    tokens = _tokens(3, 13, 3_006)
+    got = score_every_head(sandbox_model(TOY), tokens, 13)
+    if not isinstance(got, dict) or set(got) != {"previous_token", "induction"}:
+        raise SubmissionError('score_every_head should return a dict with keys "previous_token" '
+                              f'and "induction"; got {type(got).__name__}'
+                              + (f" with keys {sorted(got)}" if isinstance(got, dict) else ""))
+    expected = ref.score_every_head(_toy(), tokens, 13)
+    shape = tuple(expected["induction"].shape)
+    for key in ("previous_token", "induction"):
+        value = expect_tensor(got[key], f'score_every_head()["{key}"]', "layer head_index", shape)
+        assert_close(value, expected[key], f'score_every_head()["{key}"]', atol=1e-4,
+                     what=f"{key.replace('_', '-')} scores")
+
+
+@points(2)
+def test_ablated_repeated_loss(submission):
+    ablated = submission.function("ablated_repeated_loss")
+    prev, ind, ind2 = _circuit()
+    other = next(h for h in range(_toy().cfg.n_heads) if h != prev)
+    tokens = _tokens(4, 15, 3_007)
+    for heads, method in [([(0, prev), (1, ind)], "zero"), ([(1, ind)], "mean"),
+                          ([(0, other), (0, prev), (1, ind2)], "mean"), ([], "zero")]:
+        got = ablated(sandbox_model(TOY), tokens, 15, heads, method)
+        expected = ref.ablated_repeated_loss(_toy(), tokens, 15, heads, method)
+        assert_number(got, expected, "ablated_repeated_loss", atol=2e-4,
+                      what=f"second-half loss with heads {heads} {method}-ablated")
+
+
+@points(2)
+def test_composition_scores(submission):
+    composition_scores = submission.function("composition_scores")
+    n = _toy().cfg.n_heads
+    for kind in ("K", "Q", "V"):
+        got = expect_tensor(composition_scores(sandbox_model(TOY), kind),
+                            f'composition_scores(model, "{kind}")', "head_early head_late", (n, n))
+        assert_close(got, ref.composition_scores(_toy(), kind), f'composition_scores("{kind}")',
+                     atol=1e-4, rtol=1e-3, what=f"{kind}-composition scores")
+
+
+@points(2)
+def test_path_ablated_loss(submission):
+    path_ablated_loss = submission.function("path_ablated_loss")
+    prev, ind, ind2 = _circuit()
+    other = next(h for h in range(_toy().cfg.n_heads) if h != prev)
+    tokens = _tokens(4, 15, 3_008)
+    for sender, receivers, path in [(prev, [ind], "k"), (prev, [ind], "v"),
+                                    (prev, [ind, ind2], "q"), (other, [ind2], "k")]:
+        got = path_ablated_loss(sandbox_model(TOY), tokens, 15, sender, receivers, path)
+        expected = ref.path_ablated_loss(_toy(), tokens, 15, sender, receivers, path)
+        assert_number(got, expected, "path_ablated_loss", atol=2e-4,
+                      what=f'second-half loss (sender L0H{sender}, receivers '
+                           f'{[f"L1H{h}" for h in receivers]}, path "{path}")')
+
+
+def _log(steps, losses, scores):
+    return [{"step": s, "train_loss": None if i == 0 else 7.0 - i * 0.1, "lr": 1e-3,
+             "heldout_loss_first_half": 6.2, "heldout_loss_second_half": loss,
+             "prev_token_score_layer0": 0.5, "induction_score_layer1": score}
+            for i, (s, loss, score) in enumerate(zip(steps, losses, scores))]
+
+
+@points(1)
+def test_phase_change_steps(submission):
+    phase_change_steps = submission.function("phase_change_steps")
+    cases = [
+        (_log([0, 25, 50, 100, 150, 200, 300],
+              [6.2, 6.1, 6.15, 5.9, 2.5, 0.9, 0.5],
+              [0.01, 0.02, 0.05, 0.4, 0.7, 0.8, 0.85]), 0.4),
+        (_log([0, 40, 80, 120, 160, 240],
+              [6.0, 5.0, 4.95, 4.9, 4.0, 3.9],
+              [0.1, 0.2, 0.25, 0.3, 0.35, 0.38]), 0.39),
+        (_log([10, 20, 30, 60, 90],
+              [5.0, 4.8, 4.7, 1.0, 0.9],
+              [0.0, 0.9, 0.95, 0.97, 0.98]), 0.5),
+    ]
+    for log, threshold in cases:
+        got = phase_change_steps(log, threshold)
+        if not isinstance(got, dict) or set(got) != {"largest_drop", "first_crossing"}:
+            raise SubmissionError('phase_change_steps should return a dict with keys '
+                                  f'"largest_drop" and "first_crossing"; got {got!r}')
+        expected = ref.phase_change_steps(log, threshold)
+        steps = [e["step"] for e in log]
+        for key in ("largest_drop", "first_crossing"):
+            value = _as_step(got[key], "phase_change_steps", key)
+            if value != expected[key]:
+                raise SubmissionError(
+                    f'phase_change_steps: "{key}" should be {expected[key]!r}, got {value!r} '
+                    f"(log steps {steps}, threshold {threshold}; report the entries' "
+                    '"step" values, not list positions)')
+
+
+# ------------------------------------------------------------------------- mutants
+MUTANTS = {
+    "per_token_loss": {
+        "no_shift": '''def per_token_loss(logits, tokens):
+    log_probs = logits.log_softmax(-1)
+    return -log_probs.gather(-1, tokens[..., None])[..., 0][:, :-1]''',
+        "shift_wrong_way": '''def per_token_loss(logits, tokens):
+    log_probs = logits[:, 1:].log_softmax(-1)
+    return -log_probs.gather(-1, tokens[:, :-1, None])[..., 0]''',
+        "probabilities_not_log": '''def per_token_loss(logits, tokens):
+    probs = logits[:, :-1].softmax(-1)
+    return -probs.gather(-1, tokens[:, 1:, None])[..., 0]''',
+        "raw_logits": '''def per_token_loss(logits, tokens):
+    return -logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]''',
+    },
+    "in_context_learning_score": {
+        "includes_boundary": '''def in_context_learning_score(loss_per_token, half_len):
+    o = loss_per_token.shape[1] + 1 - 2 * half_len
+    first = loss_per_token[:, o : o + half_len].mean().item()
+    second = loss_per_token[:, o + half_len :].mean().item()
+    return {"first_half": first, "second_half": second, "score": first - second}''',
+        "ignores_prefix": '''def in_context_learning_score(loss_per_token, half_len):
+    first = loss_per_token[:, : half_len - 1].mean().item()
+    second = loss_per_token[:, half_len : 2 * half_len - 1].mean().item()
+    return {"first_half": first, "second_half": second, "score": first - second}''',
+        "score_reversed": '''def in_context_learning_score(loss_per_token, half_len):
+    o = loss_per_token.shape[1] + 1 - 2 * half_len
+    first = loss_per_token[:, o : o + half_len - 1].mean().item()
+    second = loss_per_token[:, o + half_len : o + 2 * half_len - 1].mean().item()
+    return {"first_half": first, "second_half": second, "score": second - first}''',
+    },
+    "induction_scores": {
+        "offset_half_len": '''import torch as t
+def induction_scores(pattern, half_len):
+    seq = pattern.shape[-1]
+    dest = t.arange(seq - half_len, seq)
+    return pattern[:, :, dest, dest - half_len].mean(dim=(0, 2))''',
+        "assumes_no_prefix": '''import torch as t
+def induction_scores(pattern, half_len):
+    dest = t.arange(half_len, 2 * half_len)
+    return pattern[:, :, dest, dest - half_len + 1].mean(dim=(0, 2))''',
+        "whole_stripe": '''def induction_scores(pattern, half_len):
+    stripe = pattern.diagonal(offset=-(half_len - 1), dim1=-2, dim2=-1)
+    return stripe.mean(dim=(0, 2))''',
+        "calls_reference": '''from utils.head_scores import induction_score
+def induction_scores(pattern, half_len):
+    return induction_score(pattern, half_len)''',
+    },
+    "score_every_head": {
+        "averages_over_bos_position": '''import torch as t
+def score_every_head(model, tokens, half_len):
+    prev = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    ind = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    seq = tokens.shape[1]
+    dest = t.arange(seq - half_len, seq)
+    def hook(pattern, hook):
+        prev[hook.layer()] = pattern.diagonal(-1, -2, -1).sum(-1).mean(0) / seq
+        ind[hook.layer()] = pattern[:, :, dest, dest - half_len + 1].mean((0, 2))
+    model.run_with_hooks(tokens, return_type=None,
+                         fwd_hooks=[(lambda n: n.endswith("hook_pattern"), hook)])
+    return {"previous_token": prev, "induction": ind}''',
+        "stripe_at_wrong_offset": '''import torch as t
+def score_every_head(model, tokens, half_len):
+    prev = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    ind = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    seq = tokens.shape[1]
+    dest = t.arange(seq - half_len, seq)
+    def hook(pattern, hook):
+        prev[hook.layer()] = pattern.diagonal(-1, -2, -1).mean((0, 2))
+        ind[hook.layer()] = pattern[:, :, dest, dest - half_len].mean((0, 2))
+    model.run_with_hooks(tokens, return_type=None,
+                         fwd_hooks=[(lambda n: n.endswith("hook_pattern"), hook)])
+    return {"previous_token": prev, "induction": ind}''',
+        "keys_swapped": '''import torch as t
+def score_every_head(model, tokens, half_len):
+    prev = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    ind = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    seq = tokens.shape[1]
+    dest = t.arange(seq - half_len, seq)
+    def hook(pattern, hook):
+        prev[hook.layer()] = pattern.diagonal(-1, -2, -1).mean((0, 2))
+        ind[hook.layer()] = pattern[:, :, dest, dest - half_len + 1].mean((0, 2))
+    model.run_with_hooks(tokens, return_type=None,
+                         fwd_hooks=[(lambda n: n.endswith("hook_pattern"), hook)])
+    return {"previous_token": ind, "induction": prev}''',
+        "calls_reference": '''import torch as t
+from utils import head_scores
+def score_every_head(model, tokens, half_len):
+    _, cache = model.run_with_cache(tokens)
+    layers = range(model.cfg.n_layers)
+    return {
+        "previous_token": t.stack([head_scores.previous_token_score(cache["pattern", l])
+                                   for l in layers]),
+        "induction": t.stack([head_scores.induction_score(cache["pattern", l], half_len)
+                              for l in layers]),
+    }''',
+    },
+    "ablated_repeated_loss": {
+        "mean_over_batch_only": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+    names = sorted({f"blocks.{l}.attn.hook_z" for l, _ in heads})
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    def ablate(z, hook):
+        z = z.clone()
+        for l, h in heads:
+            if l == hook.layer():
+                z[:, :, h] = 0.0 if method == "zero" else cache[hook.name].mean(0)[:, h]
+        return z
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    o = tokens.shape[1] - 2 * half_len
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+        "mean_over_positions_only": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+    names = sorted({f"blocks.{l}.attn.hook_z" for l, _ in heads})
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    def ablate(z, hook):
+        z = z.clone()
+        for l, h in heads:
+            if l == hook.layer():
+                z[:, :, h] = 0.0 if method == "zero" else cache[hook.name].mean(1, keepdim=True)[:, :, h]
+        return z
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    o = tokens.shape[1] - 2 * half_len
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+        "ablates_hook_q": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+    names = sorted({f"blocks.{l}.attn.hook_q" for l, _ in heads})
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    def ablate(q, hook):
+        q = q.clone()
+        for l, h in heads:
+            if l == hook.layer():
+                q[:, :, h] = 0.0 if method == "zero" else cache[hook.name].mean((0, 1))[h]
+        return q
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    o = tokens.shape[1] - 2 * half_len
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+        "whole_sequence_loss": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+    names = sorted({f"blocks.{l}.attn.hook_z" for l, _ in heads})
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    def ablate(z, hook):
+        z = z.clone()
+        for l, h in heads:
+            if l == hook.layer():
+                z[:, :, h] = 0.0 if method == "zero" else cache[hook.name].mean((0, 1))[h]
+        return z
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    return loss.mean().item()''',
+    },
+    "composition_scores": {
+        "k_without_transpose": '''def composition_scores(model, kind, early_layer=0, late_layer=1):
+    A = model.W_V[early_layer] @ model.W_O[early_layer]
+    if kind == "V":
+        B = model.W_V[late_layer] @ model.W_O[late_layer]
+    else:
+        B = model.W_Q[late_layer] @ model.W_K[late_layer].transpose(-1, -2)
+    prod = A[:, None] @ B[None, :]
+    return prod.norm(dim=(-2, -1)) / (A.norm(dim=(-2, -1))[:, None] * B.norm(dim=(-2, -1))[None])''',
+        "unnormalised": '''def composition_scores(model, kind, early_layer=0, late_layer=1):
+    A = model.W_V[early_layer] @ model.W_O[early_layer]
+    if kind == "V":
+        B = model.W_V[late_layer] @ model.W_O[late_layer]
+    else:
+        B = model.W_Q[late_layer] @ model.W_K[late_layer].transpose(-1, -2)
+        if kind == "K":
+            B = B.transpose(-1, -2)
+    return (A[:, None] @ B[None, :]).norm(dim=(-2, -1))''',
+        "transposed_ov": '''def composition_scores(model, kind, early_layer=0, late_layer=1):
+    A = (model.W_V[early_layer] @ model.W_O[early_layer]).transpose(-1, -2)
+    if kind == "V":
+        B = model.W_V[late_layer] @ model.W_O[late_layer]
+    else:
+        B = model.W_Q[late_layer] @ model.W_K[late_layer].transpose(-1, -2)
+        if kind == "K":
+            B = B.transpose(-1, -2)
+    prod = A[:, None] @ B[None, :]
+    return prod.norm(dim=(-2, -1)) / (A.norm(dim=(-2, -1))[:, None] * B.norm(dim=(-2, -1))[None])''',
+    },
+    "path_ablated_loss": {
+        "patches_all_heads": '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
+    name = f"blocks.1.attn.hook_{path}"
+    def zero(z, hook):
+        z = z.clone()
+        z[:, :, sender_head] = 0.0
+        return z
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", zero)]):
+        _, cache = model.run_with_cache(tokens, names_filter=[name])
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: cache[name])])
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    o = tokens.shape[1] - 2 * half_len
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+        "patches_hook_z": '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
+    name = "blocks.1.attn.hook_z"
+    def zero(z, hook):
+        z = z.clone()
+        z[:, :, sender_head] = 0.0
+        return z
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", zero)]):
+        _, cache = model.run_with_cache(tokens, names_filter=[name])
+    def patch(act, hook):
+        act = act.clone()
+        act[:, :, receiver_heads] = cache[name][:, :, receiver_heads]
+        return act
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    o = tokens.shape[1] - 2 * half_len
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+        "ablates_sender_everywhere": '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
+    def zero(z, hook):
+        z = z.clone()
+        z[:, :, sender_head] = 0.0
+        return z
+    logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", zero)])
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    o = tokens.shape[1] - 2 * half_len
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+    },
+    "phase_change_steps": {
+        "returns_indices": '''def phase_change_steps(log, threshold=0.5):
+    losses = [e["heldout_loss_second_half"] for e in log]
+    drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
+    drop = drops.index(max(drops)) + 1
+    crossing = next((i for i, e in enumerate(log) if e["induction_score_layer1"] >= threshold), None)
+    return {"largest_drop": drop, "first_crossing": crossing}''',
+        "step_before_drop": '''def phase_change_steps(log, threshold=0.5):
+    losses = [e["heldout_loss_second_half"] for e in log]
+    drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
+    i = drops.index(max(drops))
+    crossing = next((e["step"] for e in log if e["induction_score_layer1"] >= threshold), None)
+    return {"largest_drop": log[i]["step"], "first_crossing": crossing}''',
+        "strict_threshold": '''def phase_change_steps(log, threshold=0.5):
+    losses = [e["heldout_loss_second_half"] for e in log]
+    drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
+    i = drops.index(max(drops))
+    crossing = next((e["step"] for e in log if e["induction_score_layer1"] > threshold), None)
+    return {"largest_drop": log[i + 1]["step"], "first_crossing": crossing}''',
+        "no_crossing_gives_last_step": '''def phase_change_steps(log, threshold=0.5):
+    losses = [e["heldout_loss_second_half"] for e in log]
+    drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
+    i = drops.index(max(drops))
+    crossing = next((e["step"] for e in log if e["induction_score_layer1"] >= threshold),
+                    log[-1]["step"])
+    return {"largest_drop": log[i + 1]["step"], "first_crossing": crossing}''',
+    },
+}
