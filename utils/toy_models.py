@@ -26,7 +26,8 @@ What works on a native model, as in classic TransformerLens (checked on TL 4.3.0
   d_model]``, ``W_pos`` ``[n_ctx, d_model]``, ``W_U`` ``[d_model, d_vocab]``, ``b_U``;
   ``model.QK`` / ``model.OV`` are ``FactoredMatrix`` ``[layer, head, d_model, d_model]``.
   ``hook_attn_out == hook_z @ W_O + b_O`` exactly. LayerNorm weights are *not* folded on load:
-  ``hook_q == (ln1.hook_normalized * ln1.w + ln1.b) @ W_Q + b_Q``, which equals
+  ``hook_q == (ln1.hook_normalized * ln1.weight + ln1.bias) @ W_Q + b_Q`` (weights as named in
+  ``state_dict()``), which equals
   ``hook_normalized @ W_Q + b_Q`` only after ``model.enable_compatibility_mode()`` folds them.
 * ``model(tokens, return_type="loss")`` and ``loss_per_token=True``; ``cache.decompose_resid``
   (labels ``embed, pos_embed, 0_attn_out, 1_attn_out``), ``cache.accumulated_resid()``.
