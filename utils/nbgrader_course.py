@@ -96,13 +96,8 @@ class ExternalGrade(NbGraderPreprocessor):
         chapter = resources["nbgrader"]["notebook"]
         release = Path(self.course_root) / "release" / chapter if self.course_root else None
         grader = _grader_for(chapter, self.checks_dir, self.require_sandbox, release)
-        sources = notebooks.answer_cells(nb)
-        for check in grader.checks:
-            if check.exercise not in sources:
-                found = notebooks.find_function_source(nb, check.exercise)
-                if found is not None:
-                    sources[check.exercise] = found
-        results = {r.id: r for r in grader.grade_sources(sources, chapter).exercises}
+        results = {r.id: r for r in
+                   grader.grade_sources(grader.answer_sources(nb), chapter).exercises}
         for cell in nb.cells:
             if cell.cell_type != "code":
                 continue

@@ -178,13 +178,18 @@ class Grader:
                        for c in self.checks]
             return Report(str(path), 0.0, sum(c.points for c in self.checks), results,
                           self.sandbox_label, errors=[str(exc)])
+        return self.grade_sources(self.answer_sources(nb), str(path))
+
+    def answer_sources(self, nb) -> dict[str, str]:
+        """Each exercise's answer cell, by ``grade_id`` or, if the metadata was damaged, by
+        the last cell that defines the function."""
         sources = notebooks.answer_cells(nb)
         for check in self.checks:
             if check.exercise not in sources:
                 found = notebooks.find_function_source(nb, check.exercise)
                 if found is not None:
                     sources[check.exercise] = found
-        return self.grade_sources(sources, str(path))
+        return sources
 
 
 def chapter_of(path: Path) -> str:
