@@ -1,0 +1,349 @@
+"""Hidden checks for chapter 01, "The residual stream".
+
+Each check calls the learner's function (in the sandbox) on inputs the notebook never uses and
+compares with ``utils.reference.residual_stream`` computed here, in the trusted process. Model
+checks use SmolLM2 on short prompts (a full cache of a 6-15 token prompt is small); the rest use
+seeded synthetic tensors built to expose specific mistakes (listed in ``MUTANTS``).
+"""
+
+import functools
+
+import torch
+
+from utils.grading.checks import (
+    SubmissionError,
+    assert_close,
+    expect_tensor,
+    points,
+    sandbox_cache,
+    sandbox_model,
+)
+from utils.reference import residual_stream as ref
+
+SMOL_LAYERS = 30
+# Prompts the notebook never uses. One prompt serves the component and attribution checks, so
+# each side builds only two caches; the lens check uses a shorter one (its output is
+# layers x positions x 49,152 floats).
+IOI_CHECK_PROMPT = "When Alice and Bob arrived at the party, Bob handed a gift to"
+COMPONENT_PROMPT = IOI_CHECK_PROMPT
+LENS_PROMPT = "Paris is the capital of"
+IOI_CHECK_ANSWER, IOI_CHECK_WRONG = " Alice", " Bob"
+
+
+@functools.cache
+def _model():
+    from utils.smollm2 import load_smollm2
+
+    return load_smollm2(verbose=False)
+
+
+@functools.cache
+def _tokens(text: str) -> torch.Tensor:
+    return _model().to_tokens(text)
+
+
+@functools.cache
+def _cache(text: str):
+    with torch.no_grad():
+        _, cache = _model().run_with_cache(_tokens(text))
+    return cache
+
+
+def _token(text: str) -> int:
+    return int(_model().to_single_token(text))
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------ section 1
+@points(2)
+def test_per_token_loss(submission):
+    per_token_loss = submission.function("per_token_loss")
+    g = _generator(101)
+    logits = torch.randn(3, 9, 17, generator=g) * 3
+    tokens = torch.randint(0, 17, (3, 9), generator=g)
+    got = expect_tensor(per_token_loss(logits, tokens), "per_token_loss", "batch pos_minus_1",
+                        (3, 8))
+    assert_close(got, ref.per_token_loss(logits, tokens), "per_token_loss", atol=1e-4,
+                 what="losses (entry [b, i] is the loss of predicting tokens[b, i + 1])")
+    # Logits with gaps of hundreds: softmax(...).log() underflows here, log_softmax does not.
+    sharp = logits * 80
+    got = per_token_loss(sharp, tokens)
+    if isinstance(got, torch.Tensor) and got.shape == (3, 8) and not torch.isfinite(got).all():
+        raise SubmissionError("per_token_loss returns inf or nan for large logits: use "
+                              "log_softmax rather than the log of a softmax")
+    got = expect_tensor(got, "per_token_loss", "batch pos_minus_1", (3, 8))
+    assert_close(got, ref.per_token_loss(sharp, tokens), "per_token_loss", atol=1e-2, rtol=1e-4,
+                 what="losses for large logits")
+
+
+# ------------------------------------------------------------------------------ section 2
+@points(2)
+def test_residual_components(submission):
+    residual_components = submission.function("residual_components")
+    tokens = _tokens(COMPONENT_PROMPT)
+    cache = sandbox_cache("smollm2", tokens)
+    expected = ref.residual_components(_cache(COMPONENT_PROMPT), SMOL_LAYERS)
+    got = expect_tensor(residual_components(cache, SMOL_LAYERS), "residual_components",
+                        "component batch pos d_model", tuple(expected.shape))
+    # Entries at BOS reach ~25,000, where float32 resolves ~0.002; the reference takes
+    # differences of residual snapshots, so allow a few units in the last place.
+    assert_close(got, expected, "residual_components", atol=2e-2, rtol=1e-4,
+                 what="components (order: embed, attn 0, mlp 0, attn 1, mlp 1, ...)")
+    few = expect_tensor(residual_components(cache, 4), "residual_components(cache, n_layers=4)",
+                        "component batch pos d_model", (9, *expected.shape[1:]))
+    assert_close(few, expected[:9], "residual_components(cache, n_layers=4)", atol=2e-2,
+                 rtol=1e-4, what="components")
+
+
+# ------------------------------------------------------------------------------ section 3
+@points(2)
+def test_logit_lens(submission):
+    logit_lens = submission.function("logit_lens")
+    tokens = _tokens(LENS_PROMPT)
+    with torch.no_grad():
+        expected = ref.logit_lens(_model(), _cache(LENS_PROMPT))
+    got = expect_tensor(logit_lens(sandbox_model("smollm2"), sandbox_cache("smollm2", tokens)),
+                        "logit_lens", "layer_plus_1 batch pos d_vocab", tuple(expected.shape))
+    assert_close(got[-1], expected[-1], "logit_lens", atol=5e-3, rtol=1e-3,
+                 what="final entry (it should equal the model's logits)")
+    for layer in range(expected.shape[0] - 1):
+        assert_close(got[layer], expected[layer], f"logit_lens, entry {layer}", atol=5e-3,
+                     rtol=1e-3, what=f"logits decoded from blocks.{layer}.hook_resid_pre")
+
+
+@points(1)
+def test_logit_lens_agreement(submission):
+    logit_lens_agreement = submission.function("logit_lens_agreement")
+    g = _generator(202)
+    lens = torch.randn(6, 2, 5, 4, generator=g)
+    # Make some layers agree with the last one at some positions.
+    lens[3:5, :, :3] = lens[-1, :, :3] * 2 + 0.5
+    lens[1, 1] = lens[-1, 1]
+    expected = ref.logit_lens_agreement(lens)
+    got = expect_tensor(logit_lens_agreement(lens), "logit_lens_agreement", "layer", (6,))
+    assert_close(got, expected, "logit_lens_agreement", atol=1e-6,
+                 what="fractions of (batch, pos) agreeing with the last layer's top-1")
+
+
+# ------------------------------------------------------------------------------ section 4
+@points(3)
+def test_logit_diff_attribution(submission):
+    logit_diff_attribution = submission.function("logit_diff_attribution")
+    tokens = _tokens(IOI_CHECK_PROMPT)
+    answer, wrong = _token(IOI_CHECK_ANSWER), _token(IOI_CHECK_WRONG)
+    expected = ref.logit_diff_attribution(_model(), _cache(IOI_CHECK_PROMPT), answer, wrong)
+    got = logit_diff_attribution(sandbox_model("smollm2"), sandbox_cache("smollm2", tokens),
+                                 answer, wrong)
+    got = expect_tensor(got, "logit_diff_attribution", "component", tuple(expected.shape))
+    assert_close(got, expected, "logit_diff_attribution", atol=2e-3, rtol=1e-3,
+                 what="attributions (embed, attn 0, mlp 0, ...)")
+    # Swapping the two answers flips every sign.
+    flipped = expect_tensor(logit_diff_attribution(
+        sandbox_model("smollm2"), sandbox_cache("smollm2", tokens), wrong, answer),
+        "logit_diff_attribution", "component", tuple(expected.shape))
+    assert_close(flipped, -expected, "logit_diff_attribution (answers swapped)", atol=2e-3,
+                 rtol=1e-3)
+
+
+@points(2)
+def test_head_logit_attribution(submission):
+    head_logit_attribution = submission.function("head_logit_attribution")
+    tokens = _tokens(IOI_CHECK_PROMPT)
+    answer, wrong = _token(IOI_CHECK_ANSWER), _token(IOI_CHECK_WRONG)
+    expected = ref.head_logit_attribution(_model(), _cache(IOI_CHECK_PROMPT), answer, wrong)
+    got = head_logit_attribution(sandbox_model("smollm2"), sandbox_cache("smollm2", tokens),
+                                 answer, wrong)
+    got = expect_tensor(got, "head_logit_attribution", "layer head_index", tuple(expected.shape))
+    assert_close(got, expected, "head_logit_attribution", atol=2e-3, rtol=1e-3,
+                 what="attributions [layer, head]")
+
+
+# ------------------------------------------------------------------------------ section 5
+def _spectrum_matrix(seed: int, n: int, d: int, offset: float) -> torch.Tensor:
+    """Rows with a known, decaying spectrum in a random basis, plus a large common offset."""
+    g = _generator(seed)
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    scales = torch.logspace(1, -1, d)
+    return (torch.randn(n, d, generator=g) * scales) @ basis.T + offset * torch.randn(d, generator=g)
+
+
+@points(2)
+def test_explained_variance_ratio(submission):
+    explained_variance_ratio = submission.function("explained_variance_ratio")
+    for seed, n, d in [(303, 600, 24), (304, 90, 30)]:
+        W = _spectrum_matrix(seed, n, d, offset=6.0)
+        got = expect_tensor(explained_variance_ratio(W), "explained_variance_ratio", "d_model",
+                            (d,))
+        assert_close(got, ref.explained_variance_ratio(W), "explained_variance_ratio",
+                     atol=2e-5, rtol=1e-3,
+                     what=f"variance fractions for a {n} x {d} matrix (largest first)")
+
+
+# ------------------------------------------------------------------------------ section 6
+@points(3)
+def test_key_read_shares(submission):
+    key_read_shares = submission.function("key_read_shares")
+    g = _generator(404)
+    n_comp, batch, pos, d_model, d_head = 5, 3, 7, 16, 6
+    parts = torch.randn(n_comp, batch, pos, d_model, generator=g)
+    parts[2] = 0.8 * parts[1] + 0.3 * parts[2]  # correlated parts: covariances matter
+    parts[3] = parts[3] + 2.0  # an offset along the all-ones direction: LayerNorm removes it
+    parts[0] = parts[0] + 1.5 * torch.randn(d_model, generator=g)  # a non-zero mean over samples
+    parts[4] = torch.randn(d_model, generator=g).expand(batch, pos, d_model)  # bias-like
+    ln_scale = 0.5 + 2 * torch.rand(batch, pos, 1, generator=g)
+    W = torch.randn(d_model, d_head, generator=g)
+    expected = ref.key_read_shares(parts, ln_scale, W)
+    got = expect_tensor(key_read_shares(parts, ln_scale, W), "key_read_shares", "component",
+                        (n_comp,))
+    assert_close(got, expected, "key_read_shares", atol=1e-4, rtol=1e-3, what="shares")
+
+
+# ------------------------------------------------------------------------------ mutants
+MUTANTS = {
+    "per_token_loss": {
+        "off_by_one_shift": '''def per_token_loss(logits, tokens):
+    log_probs = logits.log_softmax(dim=-1)[:, 1:]
+    return -log_probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)''',
+        "predicts_current_token": '''def per_token_loss(logits, tokens):
+    log_probs = logits.log_softmax(dim=-1)[:, :-1]
+    return -log_probs.gather(-1, tokens[:, :-1].unsqueeze(-1)).squeeze(-1)''',
+        "log_of_softmax": '''def per_token_loss(logits, tokens):
+    probs = logits.softmax(dim=-1)[:, :-1]
+    return -probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).log()''',
+        "raw_logit_not_log_prob": '''def per_token_loss(logits, tokens):
+    return -logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)''',
+    },
+    "residual_components": {
+        "cumulative_streams": '''def residual_components(cache, n_layers):
+    parts = [cache["hook_embed"]]
+    for layer in range(n_layers):
+        parts += [cache["resid_mid", layer], cache["resid_post", layer]]
+    return t.stack(parts)''',
+        "attention_first_then_mlps": '''def residual_components(cache, n_layers):
+    attn = [cache["attn_out", layer] for layer in range(n_layers)]
+    mlp = [cache["mlp_out", layer] for layer in range(n_layers)]
+    return t.stack([cache["hook_embed"]] + attn + mlp)''',
+        "ignores_n_layers": '''def residual_components(cache, n_layers):
+    parts = [cache["hook_embed"]]
+    for layer in range(30):
+        parts += [cache["attn_out", layer], cache["mlp_out", layer]]
+    return t.stack(parts)''',
+    },
+    "logit_lens": {
+        "no_final_norm": '''def logit_lens(model, cache):
+    n = model.cfg.n_layers
+    x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
+    return x @ model.W_U + model.b_U''',
+        "final_scale_for_every_layer": '''def logit_lens(model, cache):
+    n = model.cfg.n_layers
+    x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
+    return x / cache["ln_final.hook_scale"] @ model.W_U + model.b_U''',
+        "resid_post_wrong_layer": '''def logit_lens(model, cache):
+    n = model.cfg.n_layers
+    x = t.stack([cache["resid_post", L] for L in range(n)] + [cache["resid_post", n - 1]])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    return x @ model.W_U + model.b_U''',
+        "layernorm_not_rmsnorm": '''def logit_lens(model, cache):
+    n = model.cfg.n_layers
+    x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
+    x = x - x.mean(-1, keepdim=True)
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    return x @ model.W_U + model.b_U''',
+    },
+    "logit_lens_agreement": {
+        "compares_with_first_layer": '''def logit_lens_agreement(lens_logits):
+    top = lens_logits.argmax(-1)
+    return (top == top[0]).float().mean(dim=(1, 2))''',
+        "compares_with_next_layer": '''def logit_lens_agreement(lens_logits):
+    top = lens_logits.argmax(-1)
+    nxt = t.cat([top[1:], top[-1:]])
+    return (top == nxt).float().mean(dim=(1, 2))''',
+        "argmax_over_positions": '''def logit_lens_agreement(lens_logits):
+    top = lens_logits.argmax(dim=2)
+    return (top == top[-1]).float().mean(dim=(1, 2))''',
+    },
+    "logit_diff_attribution": {
+        "forgets_final_norm_scale": '''def logit_diff_attribution(model, cache, answer, wrong):
+    parts = [cache["hook_embed"][0, -1]]
+    for L in range(model.cfg.n_layers):
+        parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
+    return t.stack(parts) @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
+        "normalises_each_component": '''def logit_diff_attribution(model, cache, answer, wrong):
+    parts = [cache["hook_embed"][0, -1]]
+    for L in range(model.cfg.n_layers):
+        parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
+    x = t.stack(parts)
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
+        "scale_from_first_position": '''def logit_diff_attribution(model, cache, answer, wrong):
+    parts = [cache["hook_embed"][0, -1]]
+    for L in range(model.cfg.n_layers):
+        parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
+    x = t.stack(parts) / cache["ln_final.hook_scale"][0, 0]
+    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
+        "answer_logit_only": '''def logit_diff_attribution(model, cache, answer, wrong):
+    parts = [cache["hook_embed"][0, -1]]
+    for L in range(model.cfg.n_layers):
+        parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
+    x = t.stack(parts) / cache["ln_final.hook_scale"][0, -1]
+    return x @ model.W_U[:, answer]''',
+    },
+    "head_logit_attribution": {
+        "forgets_final_norm_scale": '''def head_logit_attribution(model, cache, answer, wrong):
+    z = t.stack([cache["z", L][0, -1] for L in range(model.cfg.n_layers)])
+    out = einops.einsum(z, model.W_O, "l h d, l h d m -> l h m")
+    return out @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
+        "sums_over_positions": '''def head_logit_attribution(model, cache, answer, wrong):
+    z = t.stack([cache["z", L][0].sum(0) for L in range(model.cfg.n_layers)])
+    out = einops.einsum(z, model.W_O, "l h d, l h d m -> l h m")
+    out = out / cache["ln_final.hook_scale"][0, -1]
+    return out @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
+        "layer_output_split_evenly": '''def head_logit_attribution(model, cache, answer, wrong):
+    n, h = model.cfg.n_layers, model.cfg.n_heads
+    out = t.stack([cache["attn_out", L][0, -1] for L in range(n)]) / cache["ln_final.hook_scale"][0, -1]
+    per_layer = out @ (model.W_U[:, answer] - model.W_U[:, wrong])
+    return (per_layer / h)[:, None].expand(n, h).clone()''',
+    },
+    "explained_variance_ratio": {
+        "not_centred": '''def explained_variance_ratio(W):
+    s = t.linalg.svdvals(W).pow(2)
+    return s / s.sum()''',
+        "singular_values_not_squared": '''def explained_variance_ratio(W):
+    s = t.linalg.svdvals(W - W.mean(0))
+    return s / s.sum()''',
+        "columns_as_samples": '''def explained_variance_ratio(W):
+    X = W.T - W.T.mean(0)
+    s = t.linalg.svdvals(X).pow(2)
+    return s / s.sum()''',
+        "cumulative": '''def explained_variance_ratio(W):
+    s = t.linalg.svdvals(W - W.mean(0)).pow(2)
+    return (s / s.sum()).cumsum(0)''',
+    },
+    "key_read_shares": {
+        "variance_of_each_part_alone": '''def key_read_shares(parts, ln_scale, W):
+    x = (parts - parts.mean(-1, keepdim=True)) / ln_scale
+    k = einops.einsum(x, W, "c b p m, m h -> c b p h")
+    k = k - k.mean(dim=(1, 2), keepdim=True)
+    var = k.pow(2).sum(dim=(1, 2, 3))
+    return var / var.sum()''',
+        "forgets_ln_scale": '''def key_read_shares(parts, ln_scale, W):
+    x = parts - parts.mean(-1, keepdim=True)
+    k = einops.einsum(x, W, "c b p m, m h -> c b p h")
+    k = k - k.mean(dim=(1, 2), keepdim=True)
+    total = k.sum(0)
+    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''',
+        "no_layernorm_centring": '''def key_read_shares(parts, ln_scale, W):
+    k = einops.einsum(parts / ln_scale, W, "c b p m, m h -> c b p h")
+    k = k - k.mean(dim=(1, 2), keepdim=True)
+    total = k.sum(0)
+    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''',
+        "second_moments_not_variances": '''def key_read_shares(parts, ln_scale, W):
+    x = (parts - parts.mean(-1, keepdim=True)) / ln_scale
+    k = einops.einsum(x, W, "c b p m, m h -> c b p h")
+    total = k.sum(0)
+    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''',
+    },
+}
