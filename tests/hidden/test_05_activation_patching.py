@@ -1,0 +1,467 @@
+"""Hidden checks for chapter 05 (activation patching on IOI).
+
+Inputs are IOI batches the learner has not seen (other seeds, another template, the "flip"
+corruption); expected values come from ``utils.reference.activation_patching``, whose patching
+functions run one forward pass per patched component (the solutions batch them). Sweeps are
+tiny (a few layers, two prompts) so the whole file stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from utils.grading.checks import (
+    SubmissionError,
+    assert_close,
+    expect_tensor,
+    points,
+    sandbox_model,
+)
+from utils.reference import activation_patching as ref
+
+N_LAYERS, N_HEADS = 30, 9
+
+
+@functools.cache
+def _model():
+    from utils.smollm2 import load_smollm2
+
+    return load_smollm2()
+
+
+@functools.cache
+def _batch(seed: int, corruption: str) -> dict:
+    """Two IOI prompts (one ABBA, one BABA) with their baselines, from utils.ioi."""
+    from utils.ioi import make_ioi_dataset
+
+    model = _model()
+    data = make_ioi_dataset(model, n_prompts=2, seed=seed, corruption=corruption)
+    with torch.no_grad():
+        logits = model(torch.cat([data.clean_tokens, data.corrupted_tokens]))
+    ld = ref.logit_diff(logits, data.answer_tokens.repeat(2, 1))
+    clean, corrupted = ld[:2].mean().item(), ld[2:].mean().item()
+    return {"clean": data.clean_tokens, "corrupted": data.corrupted_tokens,
+            "answers": data.answer_tokens, "clean_ld": clean, "corrupted_ld": corrupted}
+
+
+def _args(b: dict) -> tuple:
+    return b["clean"], b["corrupted"], b["answers"], b["clean_ld"], b["corrupted_ld"]
+
+
+# ------------------------------------------------------------------------------ section 1
+TEMPLATE = "Then {S1} and {IO} had lunch at the cafe, and {S2} bought a sandwich for"
+NAMES = [("Lucy", "Henry", "Grace"), ("Adam", "Emma", "Frank"), ("Kevin", "Rose", "Max")]
+
+
+@points(1)
+def test_make_ioi_tokens(submission):
+    make_ioi_tokens = submission.function("make_ioi_tokens")
+    got = make_ioi_tokens(sandbox_model("smollm2"), TEMPLATE, NAMES)
+    expected = ref.make_ioi_tokens(_model(), TEMPLATE, NAMES)
+    if not isinstance(got, dict) or set(got) != {"clean", "corrupted", "answers"}:
+        raise AssertionError("make_ioi_tokens should return a dict with the keys "
+                             "'clean', 'corrupted' and 'answers'")
+    n, length = expected["clean"].shape
+    for key in ("clean", "corrupted"):
+        expect_tensor(got[key], f"make_ioi_tokens()['{key}']", "batch pos", (n, length))
+        if not torch.equal(got[key].long(), expected[key]):
+            raise AssertionError(
+                f"'{key}' tokens differ from the expected ones for the template {TEMPLATE!r}: "
+                "fill {IO}, {S1} and {S2} as the docstring says (only S2 changes in the "
+                "corrupted prompt) and start every row with the BOS token")
+    expect_tensor(got["answers"], "make_ioi_tokens()['answers']", "batch 2", (n, 2))
+    if not torch.equal(got["answers"].long(), expected["answers"]):
+        raise AssertionError("'answers' should hold the ids of ' ' + io (column 0) and "
+                             "' ' + s (column 1), with the leading space")
+    for bad in ([("Lucy", "Henry", "Ingrid")], [("Priya", "Henry", "Grace")]):
+        try:
+            make_ioi_tokens(sandbox_model("smollm2"), TEMPLATE, bad)
+        except SubmissionError as err:
+            if "ValueError" not in str(err):
+                raise AssertionError(
+                    f"for a multi-token name, raise ValueError; got: {err}") from None
+        else:
+            raise AssertionError(f"{bad[0]} contains a name that is several tokens with a "
+                                 "leading space: make_ioi_tokens should raise ValueError")
+    source = submission.sources.get("make_ioi_tokens", "")
+    if "utils.ioi" in source or "make_ioi_dataset" in source:
+        raise AssertionError("build the tokens yourself rather than calling utils.ioi")
+
+
+@points(1)
+def test_logit_diff(submission):
+    logit_diff = submission.function("logit_diff")
+    gen = torch.Generator().manual_seed(505)
+    logits = torch.randn(3, 6, 40, generator=gen) * 3
+    answers = torch.tensor([[3, 17], [39, 0], [5, 6]])
+    got = expect_tensor(logit_diff(logits, answers), "logit_diff", "batch", (3,))
+    assert_close(got, ref.logit_diff(logits, answers), "logit_diff")
+
+
+# ------------------------------------------------------------------------------ section 2
+@points(3)
+def test_patch_residual_by_layer_and_position(submission):
+    patch = submission.function("patch_residual_by_layer_and_position")
+    b = _batch(11, "abc")
+    layers, positions = [2, 20], [9, 10, 14]
+    got = patch(sandbox_model("smollm2"), *_args(b), layers, positions)
+    got = expect_tensor(got, "patch_residual_by_layer_and_position", "layer pos",
+                        (len(layers), len(positions)))
+    expected = _residual_expected()
+    if abs(got[0, 0]) > 1e-3:
+        raise AssertionError(
+            f"position 9 comes before the only token that differs, so patching it at layer 2 "
+            f"must give 0, got {got[0, 0].item():.3f}: check which position you patch")
+    if (got - (1 - expected)).abs().max() < 1e-3:
+        raise AssertionError("your scores are 1 - the expected ones: normalise so that 0 means "
+                             "'as corrupted' and 1 means 'as clean'")
+    assert_close(got, expected, "patch_residual_by_layer_and_position", atol=2e-3, rtol=1e-3,
+                 what="normalised scores (rows: layers [2, 20], columns: positions [9, 10, 14])")
+
+
+@functools.cache
+def _residual_expected() -> torch.Tensor:
+    b = _batch(11, "abc")
+    return ref.patch_residual_by_layer_and_position(_model(), *_args(b), [2, 20], [9, 10, 14])
+
+
+# ------------------------------------------------------------------------------ section 3
+@points(2)
+def test_patch_head_outputs(submission):
+    patch = submission.function("patch_head_outputs")
+    b = _batch(11, "abc")
+    clean, corrupted, answers, c, r = _args(b)
+    got = patch(sandbox_model("smollm2"), corrupted, clean, answers, c, r, [23])
+    got = expect_tensor(got, "patch_head_outputs", "layer head_index", (1, N_HEADS))
+    expected = ref.patch_head_outputs(_model(), corrupted, clean, answers, c, r, [23])
+    assert_close(got, expected, "patch_head_outputs (denoising layer 23, all positions)",
+                 atol=2e-3, rtol=1e-3)
+    # Noising direction, one position, "flip" corruption.
+    f = _batch(13, "flip")
+    got = patch(sandbox_model("smollm2"), f["clean"], f["corrupted"], f["answers"],
+                f["clean_ld"], f["corrupted_ld"], [20], 10)
+    got = expect_tensor(got, "patch_head_outputs", "layer head_index", (1, N_HEADS))
+    expected = ref.patch_head_outputs(_model(), f["clean"], f["corrupted"], f["answers"],
+                                      f["clean_ld"], f["corrupted_ld"], [20], 10)
+    assert_close(got, expected, "patch_head_outputs (noising layer 20 at position 10 only)",
+                 atol=2e-3, rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------ section 4
+SETS = [[], [(20, 0), (23, 3)], [(17, 4), (29, 1), (29, 0)]]
+NOISE_SETS = [[(23, 3)], [(19, 2), (20, 0), (24, 4)]]
+
+
+@points(2)
+def test_patch_head_set(submission):
+    patch_set = submission.function("patch_head_set")
+    b = _batch(11, "abc")
+    clean, corrupted, answers, c, r = _args(b)
+    got = patch_set(sandbox_model("smollm2"), corrupted, clean, answers, c, r, SETS)
+    got = expect_tensor(got, "patch_head_set", "n_sets", (len(SETS),))
+    expected = ref.patch_head_set(_model(), corrupted, clean, answers, c, r, SETS)
+    assert_close(got, expected, "patch_head_set (denoising)", atol=2e-3, rtol=1e-3,
+                 what=f"scores of the sets {SETS}")
+    got = patch_set(sandbox_model("smollm2"), clean, corrupted, answers, c, r, NOISE_SETS)
+    got = expect_tensor(got, "patch_head_set", "n_sets", (len(NOISE_SETS),))
+    expected = ref.patch_head_set(_model(), clean, corrupted, answers, c, r, NOISE_SETS)
+    assert_close(got, expected, "patch_head_set (noising)", atol=2e-3, rtol=1e-3,
+                 what=f"scores of the sets {NOISE_SETS}")
+
+
+# ------------------------------------------------------------------------------ section 5
+@points(3)
+def test_attribution_patching_heads(submission):
+    attribution = submission.function("attribution_patching_heads")
+    b = _batch(13, "flip")
+    got = attribution(sandbox_model("smollm2"), *_args(b))
+    got = expect_tensor(got, "attribution_patching_heads", "layer head_index",
+                        (N_LAYERS, N_HEADS))
+    expected = _attribution_expected()
+    if (got + expected).abs().max() < 1e-3 * expected.abs().max():
+        raise AssertionError("your estimates have the opposite sign: the difference is "
+                             "z_clean - z_corrupted")
+    assert_close(got, expected, "attribution_patching_heads", atol=2e-3, rtol=2e-3,
+                 what="estimated scores")
+
+
+@functools.cache
+def _attribution_expected() -> torch.Tensor:
+    return ref.attribution_patching_heads(_model(), *_args(_batch(13, "flip")))
+
+
+# ------------------------------------------------------------------------------ section 6
+@points(3)
+def test_path_patch_to_receivers(submission):
+    path_patch = submission.function("path_patch_to_receivers")
+    b = _batch(11, "abc")
+    senders, receivers = [(17, 4), (25, 1)], [(23, 3)]
+    got = path_patch(sandbox_model("smollm2"), *_args(b), senders, receivers, "q")
+    got = expect_tensor(got, "path_patch_to_receivers", "sender", (len(senders),))
+    expected = ref.path_patch_to_receivers(_model(), *_args(b), senders, receivers, "q")
+    if abs(got[1] - 1) > 1e-3:
+        raise AssertionError("a sender in layer 25 cannot reach a layer-23 receiver: its score "
+                             f"must be 1, got {got[1].item():.3f}")
+    assert_close(got, expected, "path_patch_to_receivers (queries of L23H3)", atol=2e-3,
+                 rtol=1e-3, what=f"scores of the senders {senders}")
+    senders, receivers = [(20, 0)], [(23, 3), (29, 1)]
+    got = path_patch(sandbox_model("smollm2"), *_args(b), senders, receivers, "k")
+    got = expect_tensor(got, "path_patch_to_receivers", "sender", (1,))
+    expected = ref.path_patch_to_receivers(_model(), *_args(b), senders, receivers, "k")
+    assert_close(got, expected, "path_patch_to_receivers (keys of L23H3 and L29H1)", atol=2e-3,
+                 rtol=1e-3, what="score (for keys, receiver head h means key/value head h // 3)")
+
+
+# ------------------------------------------------------------------------------ mutants
+_RESID_HEAD = '''def patch_residual_by_layer_and_position(model, clean_tokens, corrupted_tokens,
+        answer_tokens, clean_logit_diff, corrupted_logit_diff, layers, positions):
+    batch, n_pos = clean_tokens.shape[0], len(positions)
+    names = [f"blocks.{layer}.hook_{KIND}" for layer in layers]
+    _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n in names)
+    tokens = corrupted_tokens.repeat(n_pos, 1)
+    answers = answer_tokens.repeat(n_pos, 1)
+    rows = t.arange(n_pos * batch)
+    cols = t.tensor(positions).repeat_interleave(batch) + SHIFT
+    out = t.zeros(len(layers), n_pos)
+    for i, name in enumerate(names):
+        clean = cache[name].repeat(n_pos, 1, 1)
+        def patch(resid, hook, clean=clean):
+            resid = resid.clone()
+            resid[rows, cols] = clean[rows, cols]
+            return resid
+'''
+_RESID_RUN = '''        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
+'''
+_RESID_TAIL = '''        final = logits[:, -1]
+        ld = final.gather(-1, answers[:, :1])[:, 0] - final.gather(-1, answers[:, 1:])[:, 0]
+        ld = ld.view(n_pos, batch).mean(-1)
+        out[i] = NORMALISED
+    return out'''
+_GOOD_NORM = "(ld - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)"
+
+
+def _resid_mutant(kind="resid_pre", shift="0", run=_RESID_RUN, norm=_GOOD_NORM) -> str:
+    return (_RESID_HEAD.replace("{KIND}", kind).replace("SHIFT", shift) + run
+            + _RESID_TAIL.replace("NORMALISED", norm))
+
+
+_HEADS = '''def patch_head_outputs(model, base_tokens, source_tokens, answer_tokens, clean_logit_diff,
+        corrupted_logit_diff, layers, position=None):
+    batch, n_heads = base_tokens.shape[0], model.cfg.n_heads
+    names = [f"blocks.{layer}.attn.hook_z" for layer in layers]
+    _, cache = model.run_with_cache(SOURCE, names_filter=lambda n: n in names)
+    tokens = base_tokens.repeat(n_heads, 1)
+    answers = answer_tokens.repeat(n_heads, 1)
+    rows = t.arange(n_heads * batch)
+    heads = t.arange(n_heads).repeat_interleave(batch)
+    where = WHERE
+    out = t.zeros(len(layers), n_heads)
+    for i, name in enumerate(names):
+        source = cache[name].repeat(n_heads, 1, 1, 1)
+        def patch(z, hook, source=source):
+            z = z.clone()
+            ASSIGN
+            return z
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
+        final = logits[:, -1]
+        ld = final.gather(-1, answers[:, :1])[:, 0] - final.gather(-1, answers[:, 1:])[:, 0]
+        ld = ld.view(n_heads, batch).mean(-1)
+        out[i] = (ld - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)
+    return out'''
+
+
+def _heads_mutant(source="source_tokens", where="slice(None) if position is None else position",
+                  assign="z[rows, where, heads] = source[rows, where, heads]") -> str:
+    return (_HEADS.replace("SOURCE", source).replace("WHERE", where)
+            .replace("ASSIGN", assign))
+
+
+_SET = '''def patch_head_set(model, base_tokens, source_tokens, answer_tokens, clean_logit_diff,
+        corrupted_logit_diff, head_sets):
+    names = sorted({f"blocks.{l}.attn.hook_z" for hs in head_sets for l, _ in hs})
+    _, cache = model.run_with_cache(source_tokens, names_filter=lambda n: n in names)
+    def run(heads):
+        def patch(z, hook):
+            z = z.clone()
+            for layer, head in heads:
+                if hook.name == f"blocks.{layer}.attn.hook_z":
+                    z[:, :, head] = cache[hook.name][:, :, head]
+            return z
+        hooks = [(n, patch) for n in {f"blocks.{l}.attn.hook_z" for l, _ in heads}]
+        logits = model.run_with_hooks(base_tokens, fwd_hooks=hooks)
+        final = logits[:, -1]
+        ld = final.gather(-1, answer_tokens[:, :1])[:, 0] - final.gather(-1, answer_tokens[:, 1:])[:, 0]
+        return (ld.mean() - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)
+    BODY'''
+
+_ATTR = '''def attribution_patching_heads(model, clean_tokens, corrupted_tokens, answer_tokens,
+        clean_logit_diff, corrupted_logit_diff):
+    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(CACHED, names_filter=lambda n: n in names)
+    zs = {}
+    def start(x, hook):
+        return x.detach().requires_grad_(True)
+    def keep(z, hook):
+        zs[hook.name] = z
+        RETURN
+    with t.enable_grad():
+        logits = model.run_with_hooks(GRAD_RUN, fwd_hooks=[("hook_embed", start)]
+                                      + [(n, keep) for n in names])
+        final = logits[:, -1]
+        ld = final.gather(-1, answer_tokens[:, :1])[:, 0] - final.gather(-1, answer_tokens[:, 1:])[:, 0]
+        grads = t.autograd.grad(ld.mean(), [zs[n] for n in names])
+    out = t.stack([((cache[n] - zs[n].detach()) * g).sum((0, 1, 3)) for n, g in zip(names, grads)])
+    return SCALE'''
+
+
+def _attr_mutant(cached="clean_tokens", grad_run="corrupted_tokens", ret="return z",
+                 scale="out / (clean_logit_diff - corrupted_logit_diff)") -> str:
+    return (_ATTR.replace("CACHED", cached).replace("GRAD_RUN", grad_run)
+            .replace("RETURN", ret).replace("SCALE", scale))
+
+
+_PATH = '''def path_patch_to_receivers(model, clean_tokens, corrupted_tokens, answer_tokens,
+        clean_logit_diff, corrupted_logit_diff, senders, receivers, component="q"):
+    n_heads = model.cfg.n_heads
+    group = GROUP
+    z_names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    _, clean = model.run_with_cache(clean_tokens, names_filter=lambda n: n in z_names)
+    _, corr = model.run_with_cache(corrupted_tokens, names_filter=lambda n: n in z_names)
+    targets = {}
+    for layer, head in receivers:
+        targets.setdefault(f"blocks.{layer}.attn.hook_{TARGET}", set()).add(head // group)
+    out = t.zeros(len(senders))
+    for k, (s_layer, s_head) in enumerate(senders):
+        sender = f"blocks.{s_layer}.attn.hook_z"
+        def freeze(z, hook):
+            z = FROZEN
+            if hook.name == sender:
+                z[:, :, s_head] = corr[hook.name][:, :, s_head]
+            return z
+        rec = {}
+        def record(act, hook):
+            rec[hook.name] = act.clone()
+        model.run_with_hooks(clean_tokens, fwd_hooks=[(n, freeze) for n in z_names]
+                             + [(n, record) for n in targets])
+        def patch(act, hook):
+            act = act.clone()
+            idx = sorted(targets[hook.name])
+            act[:, :, idx] = rec[hook.name][:, :, idx]
+            return act
+        logits = model.run_with_hooks(clean_tokens, fwd_hooks=[(n, patch) for n in targets])
+        final = logits[:, -1]
+        ld = final.gather(-1, answer_tokens[:, :1])[:, 0] - final.gather(-1, answer_tokens[:, 1:])[:, 0]
+        out[k] = (ld.mean() - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)
+    return out'''
+
+
+def _path_mutant(group="1 if component == 'q' else n_heads // model.cfg.n_key_value_heads",
+                 target="{component}", frozen="clean[hook.name].clone()") -> str:
+    return (_PATH.replace("GROUP", group).replace("TARGET", target)
+            .replace("FROZEN", frozen))
+
+
+MUTANTS = {
+    "make_ioi_tokens": {
+        "no_leading_space": '''def make_ioi_tokens(model, template, names):
+    def tid(name):
+        ids = model.tokenizer(name, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(name)
+        return ids[0]
+    for triple in names:
+        for n in triple:
+            model.tokenizer(" " + n, add_special_tokens=False)
+    clean = model.to_tokens([template.format(IO=io, S1=s, S2=s) for io, s, _ in names])
+    corr = model.to_tokens([template.format(IO=io, S1=s, S2=c) for io, s, c in names])
+    return {"clean": clean, "corrupted": corr,
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
+        "corrupts_first_mention": '''def make_ioi_tokens(model, template, names):
+    def tid(name):
+        ids = model.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(name)
+        return ids[0]
+    for triple in names:
+        for n in triple:
+            tid(n)
+    clean = model.to_tokens([template.format(IO=io, S1=s, S2=s) for io, s, _ in names])
+    corr = model.to_tokens([template.format(IO=io, S1=c, S2=s) for io, s, c in names])
+    return {"clean": clean, "corrupted": corr,
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
+        "checks_only_answer_names": '''def make_ioi_tokens(model, template, names):
+    def tid(name):
+        ids = model.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(name)
+        return ids[0]
+    clean = model.to_tokens([template.format(IO=io, S1=s, S2=s) for io, s, _ in names])
+    corr = model.to_tokens([template.format(IO=io, S1=s, S2=c) for io, s, c in names])
+    return {"clean": clean, "corrupted": corr,
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
+        "no_bos": '''def make_ioi_tokens(model, template, names):
+    def tid(name):
+        ids = model.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(name)
+        return ids[0]
+    for triple in names:
+        for n in triple:
+            tid(n)
+    clean = model.to_tokens([template.format(IO=io, S1=s, S2=s) for io, s, _ in names],
+                            prepend_bos=False)
+    corr = model.to_tokens([template.format(IO=io, S1=s, S2=c) for io, s, c in names],
+                           prepend_bos=False)
+    return {"clean": clean, "corrupted": corr,
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
+    },
+    "logit_diff": {
+        "wrong_sign": '''def logit_diff(logits, answer_tokens):
+    final = logits[:, -1]
+    return final.gather(-1, answer_tokens[:, 1:])[:, 0] - final.gather(-1, answer_tokens[:, :1])[:, 0]''',
+        "second_to_last_position": '''def logit_diff(logits, answer_tokens):
+    final = logits[:, -2]
+    return final.gather(-1, answer_tokens[:, :1])[:, 0] - final.gather(-1, answer_tokens[:, 1:])[:, 0]''',
+        "batch_mean": '''def logit_diff(logits, answer_tokens):
+    final = logits[:, -1]
+    return (final.gather(-1, answer_tokens[:, :1]) - final.gather(-1, answer_tokens[:, 1:])).mean()''',
+    },
+    "patch_residual_by_layer_and_position": {
+        "patches_previous_position": _resid_mutant(shift="- 1"),
+        "resid_post_instead_of_pre": _resid_mutant(kind="resid_post"),
+        "normalised_backwards": _resid_mutant(
+            norm="(clean_logit_diff - ld) / (clean_logit_diff - corrupted_logit_diff)"),
+        "not_normalised": _resid_mutant(norm="ld - corrupted_logit_diff"),
+        "hooks_left_attached": _resid_mutant(run='''        model.add_hook(name, patch)
+        logits = model(tokens)
+'''),
+    },
+    "patch_head_outputs": {
+        "patches_whole_layer": _heads_mutant(assign="z[rows, where] = source[rows, where]"),
+        "ignores_position": _heads_mutant(where="slice(None)"),
+        "caches_base_run": _heads_mutant(source="base_tokens"),
+    },
+    "patch_head_set": {
+        "only_first_head": _SET.replace("BODY", "return t.stack([run(hs[:1]) for hs in head_sets])"),
+        "adds_single_head_scores": _SET.replace(
+            "BODY", "return t.stack([sum(run([h]) for h in hs) - (len(hs) - 1) * run([]) "
+                    "if hs else run([]) for hs in head_sets])"),
+        "last_layer_only": _SET.replace(
+            "BODY", "return t.stack([run([h for h in hs if h[0] == max(hs)[0]]) "
+                    "for hs in head_sets])"),
+    },
+    "attribution_patching_heads": {
+        "gradient_on_clean_run": _attr_mutant(cached="corrupted_tokens", grad_run="clean_tokens"),
+        "not_normalised": _attr_mutant(scale="out"),
+        "hook_returns_none": _attr_mutant(ret="return None"),
+        "difference_reversed": _attr_mutant(
+            scale="-out / (clean_logit_diff - corrupted_logit_diff)"),
+    },
+    "path_patch_to_receivers": {
+        "no_freezing": _path_mutant(frozen="z.clone()"),
+        "patches_receiver_output": _path_mutant(target="z"),
+        "kv_indexed_by_query_head": _path_mutant(group="1"),
+    },
+}
