@@ -1,0 +1,590 @@
+"""Hidden checks for chapter 06 (superposition and sparse autoencoders).
+
+Training exercises are checked by behaviour on small seeded problems (what a correct
+trainer must learn), not by comparing weights; everything else is compared with
+``utils.reference.sparse_autoencoders`` on inputs the notebook never uses. The two model
+exercises run on the course's 2-layer attention-only toy model (fast, no tokenizer needed).
+"""
+
+import functools
+
+import torch
+
+from utils.grading.checks import (
+    SubmissionError,
+    assert_close,
+    assert_number,
+    expect_tensor,
+    points,
+    sandbox_model,
+)
+from utils.reference import sparse_autoencoders as ref
+
+TOY = "attn_only_2l"
+SAE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _expect_dict(value, name, keys):
+    if not isinstance(value, dict):
+        raise SubmissionError(f"{name} should return a dict with keys {sorted(keys)}, "
+                              f"got {type(value).__name__}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise SubmissionError(f"{name}: the returned dict lacks {missing}")
+    return value
+
+
+@functools.cache
+def _toy_model():
+    from utils.toy_models import load_toy_model
+
+    return load_toy_model(TOY)
+
+
+def _toy_tokens(batch, half_len, seed):
+    """Random tokens repeated once, BOS first: the toy model predicts the repeat well."""
+    from utils.data import repeated_random_tokens
+
+    return repeated_random_tokens(batch, half_len, _toy_model().cfg.d_vocab, seed=seed,
+                                  bos_token=0)
+
+
+# ----------------------------------------------------------------------- section 1
+@points(3)
+def test_train_toy_model(submission):
+    train_toy_model = submission.function("train_toy_model")
+    # Importance in a shuffled order: the two most important features are 1 and 4.
+    importance = torch.tensor([0.3, 1.0, 0.6, 0.45, 0.8, 0.2])
+    probs = torch.tensor([1.0, 0.02])
+    out = _expect_dict(train_toy_model(probs, importance, n_hidden=2, steps=400, batch_size=256,
+                                       lr=2e-2, seed=2),
+                       "train_toy_model", ["W", "b_final", "losses"])
+    W = expect_tensor(out["W"], "train_toy_model()['W']", "instances d_hidden features", (2, 2, 6))
+    expect_tensor(out["b_final"], "train_toy_model()['b_final']", "instances features", (2, 6))
+    losses = expect_tensor(out["losses"], "train_toy_model()['losses']", "steps instances",
+                           (400, 2))
+    if not (losses[-50:].mean(0) < losses[:50].mean(0)).all():
+        raise AssertionError("train_toy_model: the loss of some instance did not go down")
+    norms = W.norm(dim=1)
+    dense = norms[0]
+    top = [1, 4]
+    rest = [0, 2, 3, 5]
+    if not (dense[top] > 0.8).all() or not (dense[rest] < 0.35).all():
+        raise AssertionError(
+            "train_toy_model: with dense features (p = 1) and importance "
+            f"{importance.tolist()}, the model should keep exactly the two most important "
+            f"features (1 and 4) and drop the others; learned feature norms "
+            f"{[round(v, 2) for v in dense.tolist()]}. Is the loss weighted by importance, "
+            "and are features present with probability p (not 1 - p)?")
+    sparse = norms[1]
+    if int((sparse > 0.7).sum()) < 4:
+        raise AssertionError(
+            "train_toy_model: with sparse features (p = 0.02) the model should superpose at "
+            "least 4 of the 6 features in its 2 dimensions; learned feature norms "
+            f"{[round(v, 2) for v in sparse.tolist()]}. Check the ReLU on the output and the "
+            "sparsity of the data.")
+
+
+@points(2)
+def test_superposition_stats(submission):
+    superposition_stats = submission.function("superposition_stats")
+    W = torch.randn(3, 4, 7, generator=_gen(61))
+    W[1, :, 2] = 0.0  # a dropped feature
+    W[2, :, 5] *= 3.0
+    got = _expect_dict(superposition_stats(W), "superposition_stats", ["norms", "interference"])
+    expected = ref.superposition_stats(W)
+    for key in ("norms", "interference"):
+        value = expect_tensor(got[key], f"superposition_stats()['{key}']", "instances features",
+                              (3, 7))
+        assert_close(value, expected[key], f"superposition_stats()['{key}']", atol=1e-4,
+                     rtol=1e-4)
+
+
+# ----------------------------------------------------------------------- section 2
+def _random_sae(d_in, d_sae, seed, b_enc_shift=0.0):
+    gen = _gen(seed)
+    W_dec = torch.randn(d_sae, d_in, generator=gen)
+    W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    return {"W_enc": torch.randn(d_in, d_sae, generator=gen) * 0.5,
+            "b_enc": torch.randn(d_sae, generator=gen) * 0.2 + b_enc_shift,
+            "W_dec": W_dec, "b_dec": torch.randn(d_in, generator=gen) * 0.3}
+
+
+@points(2)
+def test_sae_forward(submission):
+    sae_forward = submission.function("sae_forward")
+    sae = _random_sae(10, 24, seed=62)
+    x = torch.randn(16, 10, generator=_gen(63)) + 0.5
+    for k in (None, 5):
+        got = _expect_dict(sae_forward(x, sae, 0.07, k), "sae_forward",
+                           ["latents", "reconstruction", "recon_loss", "sparsity_loss", "loss"])
+        expected = ref.sae_forward(x, sae, 0.07, k)
+        label = "sae_forward" if k is None else f"sae_forward with k={k}"
+        latents = expect_tensor(got["latents"], f"{label}: latents", "batch d_sae", (16, 24))
+        if k is not None and int((latents > 0).sum(-1).max()) > k:
+            raise AssertionError(f"{label}: an input has more than k={k} active latents; keep "
+                                 "the k largest pre-activations of each input (row)")
+        assert_close(latents, expected["latents"], f"{label}: latents", atol=1e-4)
+        recon = expect_tensor(got["reconstruction"], f"{label}: reconstruction", "batch d_in",
+                              (16, 10))
+        assert_close(recon, expected["reconstruction"], f"{label}: reconstruction", atol=1e-4)
+        for key in ("recon_loss", "sparsity_loss", "loss"):
+            assert_number(got[key], expected[key].item(), f"{label}: {key}", atol=1e-4,
+                          rtol=1e-4)
+
+
+def _synthetic(seed):
+    gen = _gen(seed)
+    features = torch.randn(16, 8, generator=gen)
+    features = features / features.norm(dim=-1, keepdim=True)
+    coeffs = torch.rand(4096, 16, generator=gen) * (torch.rand(4096, 16, generator=gen) < 0.06)
+    return coeffs @ features, features
+
+
+@functools.cache
+def _reference_sae_run():
+    acts, features = _synthetic(64)
+    run = ref.train_sae(acts, 32, steps=300, batch_size=128, lr=2e-2, l1_coeff=0.3, seed=5)
+    latents = ref.sae_encode(acts, run)
+    topk = ref.train_sae(acts, 32, steps=100, batch_size=128, lr=2e-2, l1_coeff=0.0, k=2, seed=6)
+    return (ref.mean_max_cosine_similarity(features, run["W_dec"]),
+            (latents > 0).float().sum(-1).mean().item(), topk["losses"][-20:].mean().item())
+
+
+def _check_sae_result(out, name, d_in, n_latents, steps):
+    _expect_dict(out, name, [*SAE_KEYS, "losses"])
+    shapes = {"W_enc": ("d_in d_sae", (d_in, n_latents)), "b_enc": ("d_sae", (n_latents,)),
+              "W_dec": ("d_sae d_in", (n_latents, d_in)), "b_dec": ("d_in", (d_in,)),
+              "losses": ("steps", (steps,))}
+    for key, (dims, shape) in shapes.items():
+        expect_tensor(out[key], f"{name}['{key}']", dims, shape)
+    norms = out["W_dec"].norm(dim=-1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
+        raise AssertionError(
+            f"{name}: the decoder rows must have unit norm after training (renormalise W_dec's "
+            f"rows after every step); their norms range from {norms.min():.3f} to "
+            f"{norms.max():.3f}")
+
+
+@points(3)
+def test_train_sae(submission):
+    train_sae = submission.function("train_sae")
+    acts, features = _synthetic(64)
+    out = train_sae(acts, 32, steps=300, batch_size=128, lr=2e-2, l1_coeff=0.3, k=None, seed=5)
+    _check_sae_result(out, "train_sae", 8, 32, 300)
+    if not out["losses"][-50:].mean() < out["losses"][:50].mean():
+        raise AssertionError("train_sae: the loss did not go down")
+    mmcs = ref.mean_max_cosine_similarity(features, out["W_dec"])
+    l0 = (ref.sae_encode(acts, out) > 0).float().sum(-1).mean().item()
+    ref_mmcs, ref_l0, ref_topk_loss = _reference_sae_run()
+    if mmcs < min(0.9, ref_mmcs - 0.05):
+        raise AssertionError(
+            f"train_sae: on synthetic data with 16 known features your ReLU + L1 SAE matches "
+            f"them with a mean max cosine similarity of {mmcs:.3f}; a correct trainer reaches "
+            f"about {ref_mmcs:.2f}. Check the loss and the decoder normalisation.")
+    if not ref_l0 / 1.6 < l0 < ref_l0 * 1.6:
+        raise AssertionError(
+            f"train_sae: your SAE has L0 = {l0:.2f} active latents per input where a correct "
+            f"trainer gets about {ref_l0:.2f}; is the L1 penalty on the latents (after the "
+            "ReLU), scaled by l1_coeff?")
+    # TopK: every input keeps at most k latents.
+    topk = train_sae(acts, 32, steps=100, batch_size=128, lr=2e-2, l1_coeff=0.0, k=2, seed=6)
+    _check_sae_result(topk, "train_sae with k=2", 8, 32, 100)
+    topk_loss = topk["losses"][-20:].mean().item()
+    if topk_loss > 2 * ref_topk_loss:
+        raise AssertionError(
+            f"train_sae with k=2: the TopK SAE's loss ends at {topk_loss:.4f}, a correct one at "
+            f"about {ref_topk_loss:.4f}. Is TopK taken over each input's latents (the last "
+            "axis), not over the batch?")
+    # `init` must be the starting point.
+    start = _random_sae(8, 32, seed=65)
+    cont = train_sae(acts, 32, steps=2, batch_size=64, lr=1e-6, l1_coeff=0.1, seed=7, init=start)
+    _check_sae_result(cont, "train_sae with init", 8, 32, 2)
+    for key in SAE_KEYS:
+        assert_close(cont[key], start[key], f"train_sae with init: {key}", atol=1e-3,
+                     what="with lr=1e-6 and 2 steps, values should stay at init's; values")
+
+
+# ----------------------------------------------------------------------- section 3
+@points(2)
+def test_resample_dead_latents(submission):
+    resample = submission.function("resample_dead_latents")
+    sae = _random_sae(6, 12, seed=66)
+    sae["b_enc"][[1, 4, 5, 9]] = -50.0  # these latents never fire
+    acts = torch.randn(40, 6, generator=_gen(67)) * 2
+    latents = ref.sae_encode(acts, sae)
+    expected = ref.resample_dead_latents(acts, latents, sae)
+    got = _expect_dict(resample(acts, latents, sae), "resample_dead_latents",
+                       ["dead", "dead_fraction", *SAE_KEYS])
+    dead = expect_tensor(got["dead"], "resample_dead_latents()['dead']", "d_sae", (12,))
+    if dead.dtype != torch.bool or not torch.equal(dead, expected["dead"]):
+        raise AssertionError(
+            "resample_dead_latents: 'dead' should be a bool tensor marking the latents that are "
+            f"active on no input of the batch: expected {expected['dead'].int().tolist()}, got "
+            f"{dead.int().tolist() if dead.dtype == torch.bool else dead.tolist()}")
+    assert_number(got["dead_fraction"], expected["dead_fraction"],
+                  "resample_dead_latents: dead_fraction", atol=1e-6)
+    shapes = {"W_enc": "d_in d_sae", "b_enc": "d_sae", "W_dec": "d_sae d_in", "b_dec": "d_in"}
+    for key, dims in shapes.items():
+        value = expect_tensor(got[key], f"resample_dead_latents()['{key}']", dims,
+                              tuple(sae[key].shape))
+        assert_close(value, expected[key], f"resample_dead_latents()['{key}']", atol=1e-4)
+    # With nothing dead, nothing changes.
+    alive = _random_sae(6, 12, seed=68, b_enc_shift=50.0)
+    got = resample(acts, ref.sae_encode(acts, alive), alive)
+    if bool(torch.as_tensor(got["dead"]).any()):
+        raise AssertionError("resample_dead_latents: no latent is dead here, but some were "
+                             "marked dead")
+    for key in SAE_KEYS:
+        assert_close(got[key], alive[key], f"resample_dead_latents (nothing dead): {key}")
+
+
+# ----------------------------------------------------------------------- section 4
+HOOK = "blocks.1.hook_resid_pre"
+
+
+@functools.cache
+def _evaluate_case():
+    model = _toy_model()
+    tokens = _toy_tokens(3, 10, seed=69)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=[HOOK])
+    acts = cache[HOOK][:, 1:].reshape(-1, model.cfg.d_model)
+    sae = ref.init_sae(acts, 256, _gen(70))
+    sae["b_enc"] = torch.full((256,), -0.05)
+    sae["W_enc"] = sae["W_enc"] * 0.8
+    results = {k: ref.evaluate_sae(model, tokens, HOOK, sae, k) for k in (16, None)}
+    return tokens, sae, results
+
+
+@points(3)
+def test_evaluate_sae(submission):
+    evaluate_sae = submission.function("evaluate_sae")
+    tokens, sae, results = _evaluate_case()
+    keys = ["l0", "fvu", "ce_clean", "ce_sae", "ce_zero", "ce_recovered"]
+    for k, expected in results.items():
+        label = f"evaluate_sae (k={k})"
+        got = _expect_dict(evaluate_sae(sandbox_model(TOY), tokens, HOOK, sae, k), label, keys)
+        for key in keys:
+            hint = {
+                "l0": "the mean over tokens (BOS excluded) of the number of active latents",
+                "fvu": "squared error over the variance around the mean activation, BOS excluded",
+                "ce_clean": "the model's plain next-token loss",
+                "ce_sae": "loss with positions 1: replaced by the reconstruction, BOS untouched",
+                "ce_zero": "loss with positions 1: set to zero, BOS untouched",
+                "ce_recovered": "(ce_zero - ce_sae) / (ce_zero - ce_clean)",
+            }[key]
+            assert_number(got[key], expected[key], f"{label}: {key} ({hint})", atol=2e-4,
+                          rtol=2e-4)
+
+
+# ----------------------------------------------------------------------- section 5
+@points(2)
+def test_top_activating_contexts(submission):
+    top_contexts = submission.function("top_activating_contexts")
+    acts = torch.relu(torch.randn(6, 15, generator=_gen(71)))
+    acts[2, 0] = 9.0  # needs padding on the left
+    acts[2, 2] = 8.5
+    acts[4, 9] = 8.0  # two of the top values in row 4
+    acts[4, 11] = 7.5
+    tokens = torch.randint(0, 1000, (6, 15), generator=_gen(72))
+    got = _expect_dict(top_contexts(acts, tokens, 7, 5, pad_id=-7), "top_activating_contexts",
+                       ["values", "batch_idx", "pos_idx", "contexts"])
+    expected = ref.top_activating_contexts(acts, tokens, 7, 5, pad_id=-7)
+    values = expect_tensor(got["values"], "top_activating_contexts()['values']", "k", (7,))
+    assert_close(values, expected["values"], "top_activating_contexts()['values']")
+    for key in ("batch_idx", "pos_idx"):
+        value = expect_tensor(got[key], f"top_activating_contexts()['{key}']", "k", (7,))
+        if value.tolist() != expected[key].tolist():
+            raise AssertionError(
+                f"top_activating_contexts: {key} should be {expected[key].tolist()}, got "
+                f"{value.tolist()} (the k largest activations over all rows and positions, "
+                "largest first)")
+    contexts = expect_tensor(got["contexts"], "top_activating_contexts()['contexts']",
+                             "k window", (7, 5))
+    if contexts.tolist() != expected["contexts"].tolist():
+        bad = next(i for i in range(7) if contexts[i].tolist() != expected["contexts"][i].tolist())
+        raise AssertionError(
+            f"top_activating_contexts: context {bad} should be "
+            f"{expected['contexts'][bad].tolist()}, got {contexts[bad].tolist()} (the window "
+            "tokens ending at the activating token, left-padded with pad_id)")
+
+
+@functools.cache
+def _steer_case():
+    model = _toy_model()
+    tokens = _toy_tokens(2, 5, seed=73)
+    direction = torch.randn(model.cfg.d_model, generator=_gen(74))
+    direction = direction / direction.norm() * 1.6
+    return tokens, direction, {
+        s: ref.steer_generation(model, tokens, HOOK, direction, s, 6) for s in (0.0, 1.25)}
+
+
+@points(3)
+def test_steer_generation(submission):
+    steer = submission.function("steer_generation")
+    tokens, direction, expected = _steer_case()
+    for scale, want in expected.items():
+        got = expect_tensor(steer(sandbox_model(TOY), tokens, HOOK, direction, scale, 6),
+                            f"steer_generation (scale {scale:g})", "batch pos_plus_new",
+                            tuple(want.shape))
+        if not torch.equal(got.long(), want):
+            raise AssertionError(
+                f"steer_generation with scale {scale:g}: generated tokens "
+                f"{got[:, tokens.shape[1]:].tolist()}, expected {want[:, tokens.shape[1]:].tolist()}"
+                " (greedy decoding, scale * direction added at every position except 0, on "
+                "every forward pass)")
+
+
+# ----------------------------------------------------------------------- mutants
+_TRAIN_TOY = '''import math
+import torch as t
+def train_toy_model(feature_probability, importance, n_hidden, steps=2000, batch_size=1024, lr=1e-2, seed=0):
+    gen = t.Generator().manual_seed(seed)
+    n_inst, n_feat = feature_probability.shape[0], importance.shape[0]
+    W = (t.randn(n_inst, n_hidden, n_feat, generator=gen) * math.sqrt(2 / (n_hidden + n_feat))).requires_grad_(True)
+    b = t.zeros(n_inst, n_feat, requires_grad=True)
+    opt = t.optim.Adam([W, b], lr=lr)
+    losses = []
+    for _ in range(steps):
+        shape = (batch_size, n_inst, n_feat)
+        x = t.rand(shape, generator=gen) * (t.rand(shape, generator=gen) < PROB)
+        h = t.einsum("ihf,bif->bih", W, x)
+        out = ACT(t.einsum("ihf,bih->bif", W, h) + b)
+        loss = (WEIGHT * (x - out) ** 2).sum(-1).mean(0)
+        opt.zero_grad(); loss.sum().backward(); opt.step()
+        losses.append(loss.detach())
+    return {"W": W.detach(), "b_final": b.detach(), "losses": t.stack(losses)}
+'''
+
+
+def _toy_mutant(prob="feature_probability[:, None]", act="t.relu", weight="importance"):
+    return (_TRAIN_TOY.replace("PROB", prob).replace("ACT", act).replace("WEIGHT", weight))
+
+
+_STATS = '''import torch as t
+def superposition_stats(W):
+    norms = W.norm(dim=1)
+    unit = UNIT
+    dots = t.einsum("ihf,ihg->ifg", unit, W) ** 2
+    inter = DIAG
+    return {"norms": norms, "interference": inter}
+'''
+
+
+def _stats_mutant(unit="W / (norms[:, None, :] + 1e-8)",
+                  diag="dots.sum(-1) - t.diagonal(dots, dim1=-2, dim2=-1)"):
+    return _STATS.replace("UNIT", unit).replace("DIAG", diag)
+
+
+_FORWARD = '''import torch as t
+def sae_forward(x, sae, l1_coeff, k=None):
+    pre = (x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"]
+    if k is None:
+        z = t.relu(pre)
+    else:
+        v, i = pre.topk(k, dim=TOPK_DIM)
+        z = t.zeros_like(pre).scatter(TOPK_DIM, i, t.relu(v))
+    xh = z @ sae["W_dec"] + sae["b_dec"]
+    rec = RECON
+    sp = SPARSE
+    return {"latents": z, "reconstruction": xh, "recon_loss": rec, "sparsity_loss": sp, "loss": rec + l1_coeff * sp}
+'''
+
+
+def _forward_mutant(topk_dim="-1", recon="(xh - x).pow(2).sum(-1).mean()",
+                    sparse="z.abs().sum(-1).mean()"):
+    return (_FORWARD.replace("TOPK_DIM", topk_dim).replace("RECON", recon)
+            .replace("SPARSE", sparse))
+
+
+_TRAIN_SAE = '''import torch as t
+def train_sae(activations, n_latents, steps, batch_size=256, lr=1e-2, l1_coeff=0.0, k=None, seed=0, init=None):
+    gen = t.Generator().manual_seed(seed)
+    if INIT_CHECK:
+        W_dec = t.randn(n_latents, activations.shape[1], generator=gen)
+        W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
+        init = {"W_enc": W_dec.T, "b_enc": t.zeros(n_latents), "W_dec": W_dec, "b_dec": activations.mean(0)}
+    p = {n: init[n].detach().clone().requires_grad_(True) for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    opt = t.optim.Adam(p.values(), lr=lr)
+    losses = t.zeros(steps)
+    for s in range(steps):
+        x = activations[t.randint(0, activations.shape[0], (batch_size,), generator=gen)]
+        pre = (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+        if k is None:
+            z = t.relu(pre)
+        else:
+            v, i = pre.topk(k, dim=TOPK_DIM)
+            z = t.zeros_like(pre).scatter(TOPK_DIM, i, t.relu(v))
+        xh = z @ p["W_dec"] + p["b_dec"]
+        loss = (xh - x).pow(2).sum(-1).mean() + l1_coeff * L1_TARGET.abs().sum(-1).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+        if NORMALISE:
+            with t.no_grad():
+                p["W_dec"] /= p["W_dec"].norm(dim=-1, keepdim=True)
+        losses[s] = loss.item()
+    return {**{n: v.detach() for n, v in p.items()}, "losses": losses}
+'''
+
+
+def _train_sae_mutant(init_check="init is None", topk_dim="-1", l1_target="z",
+                      normalise="True"):
+    return (_TRAIN_SAE.replace("INIT_CHECK", init_check).replace("TOPK_DIM", topk_dim)
+            .replace("L1_TARGET", l1_target).replace("NORMALISE", normalise))
+
+
+_RESAMPLE = '''import torch as t
+def resample_dead_latents(activations, latents, sae):
+    dead = DEAD
+    W_enc, b_enc, W_dec = sae["W_enc"].clone(), sae["b_enc"].clone(), sae["W_dec"].clone()
+    idx = dead.nonzero().flatten()
+    if len(idx) > 0:
+        res = activations - (latents @ sae["W_dec"] + sae["b_dec"])
+        worst = res.pow(2).sum(-1).argsort(descending=DESC)[: len(idx)]
+        u = res[worst]
+        u = NORMALISE
+        alive = sae["W_enc"][:, ~dead].norm(dim=0)
+        scale = 0.2 * (alive.mean().item() if len(alive) else 1.0)
+        W_dec[idx] = u
+        W_enc[:, idx] = scale * u.T
+        RESET_BIAS
+    return {"dead": dead, "dead_fraction": dead.float().mean().item(), "W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": sae["b_dec"].clone()}
+'''
+
+
+def _resample_mutant(dead="(latents <= 0).all(dim=0)", desc="True",
+                     normalise="u / u.norm(dim=-1, keepdim=True)",
+                     reset="b_enc[idx] = 0.0"):
+    return (_RESAMPLE.replace("DEAD", dead).replace("DESC", desc).replace("NORMALISE", normalise)
+            .replace("RESET_BIAS", reset))
+
+
+_EVALUATE = '''import torch as t
+def evaluate_sae(model, tokens, hook_name, sae, k=None):
+    with t.no_grad():
+        ce_clean, cache = model.run_with_cache(tokens, return_type="loss", names_filter=[hook_name])
+        x = cache[hook_name][:, START:]
+        pre = (x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"]
+        if k is None:
+            z = t.relu(pre)
+        else:
+            v, i = pre.topk(k, dim=-1)
+            z = t.zeros_like(pre).scatter(-1, i, t.relu(v))
+        xh = z @ sae["W_dec"] + sae["b_dec"]
+        def splice(new):
+            def hook(act, hook):
+                act = act.clone()
+                act[:, START:] = new
+                return act
+            return hook
+        ce_sae = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook_name, splice(xh))])
+        ce_zero = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook_name, splice(ABLATION))])
+    xf = x.reshape(-1, x.shape[-1])
+    fvu = (xf - xh.reshape(-1, x.shape[-1])).pow(2).sum() / DENOM
+    a, b, c = ce_clean.item(), ce_sae.item(), ce_zero.item()
+    return {"l0": (z > 0).float().sum(-1).mean().item(), "fvu": fvu.item(), "ce_clean": a, "ce_sae": b, "ce_zero": c, "ce_recovered": RECOVERED}
+'''
+
+
+def _evaluate_mutant(start="1", ablation="t.zeros_like(x)",
+                     denom="(xf - xf.mean(0)).pow(2).sum()", recovered="(c - b) / (c - a)"):
+    return (_EVALUATE.replace("START", start).replace("ABLATION", ablation)
+            .replace("DENOM", denom).replace("RECOVERED", recovered))
+
+
+_CONTEXTS = '''import torch as t
+def top_activating_contexts(latent_acts, tokens, k, window, pad_id=0):
+    n_pos = latent_acts.shape[1]
+    values, flat = latent_acts.reshape(-1).topk(k)
+    b_idx, p_idx = flat // n_pos, flat % n_pos
+    padded = t.cat([t.full((tokens.shape[0], window), pad_id, dtype=tokens.dtype), tokens, t.full((tokens.shape[0], window), pad_id, dtype=tokens.dtype)], dim=1)
+    offsets = t.arange(window) + OFFSET
+    contexts = padded[b_idx[:, None], p_idx[:, None] + window + offsets]
+    return {"values": values, "batch_idx": b_idx, "pos_idx": p_idx, "contexts": contexts}
+'''
+
+_STEER = '''import torch as t
+def steer_generation(model, tokens, hook_name, direction, scale, n_new_tokens):
+    def add(act, hook):
+        act = act.clone()
+        act[:, POSITIONS] += scale * DIRECTION
+        return act
+    out = tokens
+    with t.no_grad():
+        for _ in range(n_new_tokens):
+            logits = model.run_with_hooks(out, fwd_hooks=[(HOOK, add)])
+            out = t.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return out
+'''
+
+
+def _steer_mutant(positions="1:", direction="direction", hook="hook_name"):
+    return (_STEER.replace("POSITIONS", positions).replace("DIRECTION", direction)
+            .replace("HOOK", hook))
+
+
+MUTANTS = {
+    "train_toy_model": {
+        "no_relu": _toy_mutant(act=""),
+        "importance_ignored": _toy_mutant(weight="1.0"),
+        "sparsity_inverted": _toy_mutant(prob="1 - feature_probability[:, None]"),
+    },
+    "superposition_stats": {
+        "diagonal_included": _stats_mutant(diag="dots.sum(-1)"),
+        "not_normalised": _stats_mutant(unit="W"),
+        "normalised_over_features": _stats_mutant(unit="W / W.norm(dim=2, keepdim=True)"),
+    },
+    "sae_forward": {
+        "l1_on_pre_activations": _forward_mutant(sparse="pre.abs().sum(-1).mean()"),
+        "topk_over_batch_axis": _forward_mutant(topk_dim="0"),
+        "recon_mean_over_d_in": _forward_mutant(recon="(xh - x).pow(2).mean()"),
+        "b_dec_not_subtracted": _FORWARD.replace('(x - sae["b_dec"])', "x")
+                                        .replace("TOPK_DIM", "-1")
+                                        .replace("RECON", "(xh - x).pow(2).sum(-1).mean()")
+                                        .replace("SPARSE", "z.abs().sum(-1).mean()"),
+    },
+    "train_sae": {
+        "decoder_not_normalised": _train_sae_mutant(normalise="False"),
+        "l1_on_pre_activations": _train_sae_mutant(l1_target="pre"),
+        "topk_over_batch_axis": _train_sae_mutant(topk_dim="0"),
+        "init_ignored": _train_sae_mutant(init_check="True"),
+    },
+    "resample_dead_latents": {
+        "dead_per_token": _resample_mutant(dead="(latents <= 0).any(dim=0)"),
+        "best_inputs_instead_of_worst": _resample_mutant(desc="False"),
+        "direction_not_normalised": _resample_mutant(normalise="u"),
+        "bias_not_reset": _resample_mutant(reset="pass"),
+    },
+    "evaluate_sae": {
+        "bos_included": _evaluate_mutant(start="0"),
+        "fvu_not_centred": _evaluate_mutant(denom="xf.pow(2).sum()"),
+        "recovered_wrong_baseline": _evaluate_mutant(recovered="(c - b) / c"),
+        "l0_counts_distinct_latents": _evaluate_mutant().replace(
+            '(z > 0).float().sum(-1).mean().item()', '(z > 0).flatten(0, 1).any(0).sum().item()'),
+    },
+    "top_activating_contexts": {
+        "centred_window": _CONTEXTS.replace("OFFSET", "-(window // 2)"),
+        "ends_before_token": _CONTEXTS.replace("OFFSET", "-window"),
+        "one_per_row": '''import torch as t
+def top_activating_contexts(latent_acts, tokens, k, window, pad_id=0):
+    row_max, row_pos = latent_acts.max(dim=1)
+    values, b_idx = row_max.topk(min(k, latent_acts.shape[0]))
+    p_idx = row_pos[b_idx]
+    contexts = t.full((len(b_idx), window), pad_id, dtype=tokens.dtype)
+    for i, (b, p) in enumerate(zip(b_idx.tolist(), p_idx.tolist())):
+        piece = tokens[b, max(0, p - window + 1): p + 1]
+        contexts[i, window - len(piece):] = piece
+    return {"values": values, "batch_idx": b_idx, "pos_idx": p_idx, "contexts": contexts}
+''',
+    },
+    "steer_generation": {
+        "bos_steered_too": _steer_mutant(positions=":"),
+        "last_position_only": _steer_mutant(positions="-1:"),
+        "direction_normalised": _steer_mutant(direction="direction / direction.norm()"),
+        "wrong_hook": _steer_mutant(hook='"blocks.0.hook_resid_pre"'),
+    },
+}
