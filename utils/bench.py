@@ -2,9 +2,11 @@
 
 Measures, on this machine: setting up a fresh environment (``--setup``, slow), SmolLM2's
 first load (dequantise + process + cache, in a throwaway cache) and cached load, executing
-every solution notebook (time and the kernel's peak memory), and grading every solution
-notebook with the hidden checks. Each figure is printed next to its budget. These are
-benchmarks, not tests: nothing fails when a budget is missed, it is reported.
+every solution notebook (time and the kernel's peak memory), grading every solution
+notebook with the hidden checks, and grading a class of ``--class-size`` submissions of one
+chapter in parallel, as an instructor would (``utils.grade_class``). Each figure is printed
+next to its budget. These are benchmarks, not tests: nothing fails when a budget is missed,
+it is reported.
 """
 
 from __future__ import annotations
@@ -93,6 +95,23 @@ def bench_hidden_checks(selected: list[Path]) -> dict:
     return {"grading": rows, "hidden_checks_seconds": round(sum(r["seconds"] for r in rows), 1)}
 
 
+def bench_class_grading(chapter: str, size: int, jobs: int = 2) -> dict:
+    """Grade a class of ``size`` copies of one chapter's solution with ``jobs`` workers."""
+    from utils.grade_class import grade_class
+
+    solution = paths.SOLUTIONS_DIR / f"{chapter}.ipynb"
+    with tempfile.TemporaryDirectory() as inbox:
+        for i in range(size):
+            (Path(inbox) / f"learner{i:02d}.ipynb").write_bytes(solution.read_bytes())
+        started = time.monotonic()
+        reports = grade_class(Path(inbox), chapter, jobs=jobs)
+        seconds = round(time.monotonic() - started, 1)
+    full = sum(r.score == r.max_score for r in reports.values())
+    print(f"  graded a class of {size} ({chapter}) in {seconds} s, {full} full marks", flush=True)
+    return {"class_grading": {"chapter": chapter, "size": size, "jobs": jobs,
+                              "seconds": seconds, "full_marks": full}}
+
+
 def markdown(results: dict) -> str:
     lines = ["| figure | measured | budget |", "|---|---|---|"]
 
@@ -117,6 +136,10 @@ def markdown(results: dict) -> str:
     if "hidden_checks_seconds" in results:
         row("hidden checks of every exercise (grading all solutions)",
             f"{results['hidden_checks_seconds']} s", "≤ 90 s")
+    if "class_grading" in results:
+        c = results["class_grading"]
+        row(f"grade a class of {c['size']} (`{c['chapter']}`, {c['jobs']} jobs)",
+            f"{c['seconds']} s ({c['full_marks']}/{c['size']} full marks)", "≤ 600 s")
     return "\n".join(lines)
 
 
@@ -125,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup", action="store_true", help="also time a fresh pip install")
     parser.add_argument("--no-cold", action="store_true", help="skip SmolLM2's first load")
     parser.add_argument("--chapters", nargs="*", help="only these (e.g. 01_residual_stream)")
+    parser.add_argument("--class-size", type=int, default=30,
+                        help="grade this many copies of one solution in parallel (0: skip)")
+    parser.add_argument("--class-chapter", default="01_residual_stream")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     selected = notebooks.chapter_notebooks(paths.SOLUTIONS_DIR)
@@ -136,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     results.update(bench_smollm2(cold=not args.no_cold))
     results.update(bench_notebooks(selected))
     results.update(bench_hidden_checks(selected))
+    if args.class_size:
+        results.update(bench_class_grading(args.class_chapter, args.class_size))
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
