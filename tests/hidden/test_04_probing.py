@@ -1,0 +1,416 @@
+"""Hidden checks for chapter 04 (probing).
+
+Probe exercises are checked on small synthetic activations with a planted direction (no
+model), compared with the independent reference in ``utils.reference.probing`` through
+accuracies and behaviour rather than exact weights, so any correct optimiser passes.
+The two model exercises run SmolLM2 on a few short prompts the notebook never uses.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from utils.grading.checks import (
+    SubmissionError,
+    assert_close,
+    assert_number,
+    expect_tensor,
+    points,
+    sandbox_model,
+)
+from utils.reference import probing as ref
+
+# Prompts the notebook never shows (different nouns and shapes), of different lengths, so
+# that right padding matters.
+CHECK_PROMPTS = [
+    "Several old fishing boats beside the harbour wall",
+    "A recipe",
+    "The engineers who designed the bridges",
+    "The",
+    "My neighbour's cat",
+    "Every answer in the final section of the exam",
+]
+
+
+@functools.cache
+def _model():
+    from utils.smollm2 import load_smollm2
+
+    return load_smollm2(verbose=False)
+
+
+@functools.cache
+def _padded_tokens() -> tuple[torch.Tensor, torch.Tensor]:
+    from utils.probing_data import tokenize_with_last_positions
+
+    return tokenize_with_last_positions(_model(), CHECK_PROMPTS)
+
+
+# ------------------------------------------------------------------ synthetic probe data
+def _planted(n: int, d: int, frac_pos: float, seed: int, shift: float = 2.0
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations with per-dimension scales and offsets; class 1 moves along a planted
+    direction. Fixed direction and scales across calls (seed 0), samples from ``seed``."""
+    base = torch.Generator().manual_seed(0)
+    direction = torch.randn(d, generator=base)
+    direction /= direction.norm()
+    scales = torch.rand(d, generator=base) * 4 + 0.2
+    offsets = torch.randn(d, generator=base) * 6
+    gen = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=gen) < frac_pos).long()
+    noise = torch.randn(n, d, generator=gen)
+    x = (noise + shift * y[:, None] * direction) * scales + offsets
+    return x, y
+
+
+@functools.cache
+def _probe_case(kind: str):
+    if kind == "imbalanced_test":
+        # 60 training rows in 30 dims (easy to overfit), 400 held-out rows, 80% positive.
+        x_tr, y_tr = _planted(60, 30, 0.5, seed=1)
+        x_te, y_te = _planted(400, 30, 0.8, seed=2)
+    else:
+        x_tr, y_tr = _planted(80, 30, 0.5, seed=3, shift=1.5)
+        x_te, y_te = _planted(300, 30, 0.5, seed=4, shift=1.5)
+    # Interleave train and test rows so that "the first rows are the training set" fails.
+    x = torch.cat([x_tr, x_te])
+    y = torch.cat([y_tr, y_te])
+    is_train = torch.cat([torch.ones(len(y_tr), dtype=torch.bool),
+                          torch.zeros(len(y_te), dtype=torch.bool)])
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(5))
+    x, y, is_train = x[order], y[order], is_train[order]
+    return x, y, is_train, ref.train_and_test_probe(x, y, is_train, weight_decay=1e-2)
+
+
+def _check_probe_result(got, kind: str) -> None:
+    x, y, is_train, expected = _probe_case(kind)
+    if not isinstance(got, dict):
+        raise SubmissionError(f"train_and_test_probe should return a dict, got "
+                              f"{type(got).__name__}")
+    missing = {"w", "b", "train_acc", "test_acc", "test_stderr"} - set(got)
+    if missing:
+        raise SubmissionError(f"train_and_test_probe: the dict lacks keys {sorted(missing)}")
+    w = expect_tensor(got["w"], "probe['w']", "d_model", (x.shape[1],))
+    b = got["b"]
+    b = b.item() if isinstance(b, torch.Tensor) and b.numel() == 1 else b
+    if not isinstance(b, (int, float)):
+        raise SubmissionError("probe['b'] should be a number (or a one-element tensor)")
+    test = ~is_train
+    n_test = int(test.sum())
+    acc_from_weights = (((x.double() @ w.double() + b) > 0).long() == y)[test].double().mean()
+    assert_number(got["test_acc"], acc_from_weights.item(), "train_and_test_probe", atol=1e-6,
+                  what="test_acc (recomputed from your returned w and b on the held-out rows)")
+    assert_number(got["train_acc"], expected["train_acc"], "train_and_test_probe", atol=0.04,
+                  what="train_acc (fit on the training rows only)")
+    assert_number(got["test_acc"], expected["test_acc"], "train_and_test_probe", atol=0.025,
+                  what=f"held-out accuracy on {n_test} rows (standardise with the *training* "
+                       "mean and std, fit on the training rows only, score the others)")
+    acc = float(got["test_acc"])
+    assert_number(got["test_stderr"], (acc * (1 - acc) / n_test) ** 0.5, "train_and_test_probe",
+                  atol=1e-6, what="test_stderr = sqrt(acc (1 - acc) / n_test)")
+    cos = torch.nn.functional.cosine_similarity(w.double(), expected["w"].double(), dim=0)
+    if cos < 0.9:
+        raise SubmissionError(
+            f"train_and_test_probe: your w points elsewhere than the regularised optimum "
+            f"(cosine {cos:.2f}); is w in raw activation coordinates (w_std / std), is the "
+            "loss mean BCE + weight_decay * |w|^2, and did the optimiser converge?")
+
+
+@points(2)
+def test_collect_resid_at_positions(submission):
+    collect = submission.function("collect_resid_at_positions")
+    tokens, last_pos = _padded_tokens()
+    layers = [0, 4, 9]
+    got = collect(sandbox_model("smollm2"), tokens, last_pos, layers, 4)
+    got = expect_tensor(got, "collect_resid_at_positions", "layer batch d_model",
+                        (len(layers), tokens.shape[0], 576))
+    expected = ref.collect_resid_at_positions(_model(), tokens, last_pos, layers, batch_size=16)
+    for k, layer in enumerate(layers):
+        assert_close(got[k], expected[k], "collect_resid_at_positions", atol=2e-3, rtol=1e-3,
+                     what=f"activations of blocks.{layer}.hook_resid_post at each prompt's "
+                          "last real token")
+
+
+@points(3)
+def test_train_and_test_probe(submission):
+    probe = submission.function("train_and_test_probe")
+    for kind in ("imbalanced_test", "balanced"):
+        x, y, is_train, _ = _probe_case(kind)
+        _check_probe_result(probe(x, y, is_train, 1e-2), kind)
+
+
+@points(2)
+def test_control_task_labels(submission):
+    control = submission.function("control_task_labels")
+    gen = torch.Generator().manual_seed(21)
+    n_types = 41
+    type_values = torch.randperm(500, generator=gen)[:n_types] * 3 + 7  # arbitrary ids
+    word_ids = type_values[torch.randint(0, n_types, (300,), generator=gen)]
+    word_ids[:n_types] = type_values  # every type occurs
+    labelings = []
+    for seed in (0, 1, 2, 3):
+        got = expect_tensor(control(word_ids, seed), "control_task_labels", "batch",
+                            (word_ids.shape[0],))
+        if got.is_floating_point() or not set(got.unique().tolist()) <= {0, 1}:
+            raise SubmissionError("control_task_labels should return integer labels 0 or 1")
+        per_type = {}
+        for wid, lab in zip(word_ids.tolist(), got.tolist()):
+            if per_type.setdefault(wid, lab) != lab:
+                raise SubmissionError(
+                    "control_task_labels: two examples of the same word type got different "
+                    "labels; the control label must be a function of the word type")
+        n_ones = sum(per_type.values())
+        if n_ones != n_types // 2:
+            raise SubmissionError(
+                f"control_task_labels: with {n_types} word types exactly {n_types // 2} should "
+                f"get label 1 (seed {seed}), got {n_ones}")
+        labelings.append(tuple(per_type[v] for v in type_values.tolist()))
+    if len(set(labelings)) < 3:
+        raise SubmissionError("control_task_labels: different seeds should give different "
+                              "random assignments of labels to word types")
+    again = expect_tensor(control(word_ids, 2), "control_task_labels", "batch",
+                          (word_ids.shape[0],))
+    repeat = tuple(dict(zip(word_ids.tolist(), again.tolist()))[v] for v in type_values.tolist())
+    if repeat != labelings[2]:
+        raise SubmissionError("control_task_labels: the same seed should give the same labels "
+                              "(use torch.Generator().manual_seed(seed))")
+
+
+@points(2)
+def test_paired_bootstrap_interval(submission):
+    interval = submission.function("paired_bootstrap_interval")
+    gen = torch.Generator().manual_seed(31)
+    n = 500
+    correct_a = torch.rand(n, generator=gen) < 0.85
+    flip = torch.rand(n, generator=gen) < 0.06
+    correct_b = correct_a ^ flip  # b differs from a on ~6% of the examples: strongly paired
+    got = interval(correct_a, correct_b, 4000, 3, 0.95)
+    got = expect_tensor(got, "paired_bootstrap_interval", "low_high", (2,))
+    expected = ref.paired_bootstrap_interval(correct_a, correct_b, 4000, seed=11)
+    observed = correct_a.double().mean() - correct_b.double().mean()
+    if not got[0] <= observed <= got[1]:
+        raise SubmissionError(
+            f"paired_bootstrap_interval: the interval [{got[0]:.4f}, {got[1]:.4f}] should "
+            f"contain the observed difference {observed:.4f}")
+    assert_close(got, expected, "paired_bootstrap_interval", atol=0.006, rtol=0,
+                 what="interval ends (resample example indices with replacement, the same "
+                      "indices for a and b; take the 2.5% and 97.5% percentiles)")
+    wide = interval(correct_a, correct_b, 4000, 3, 0.5)
+    wide = expect_tensor(wide, "paired_bootstrap_interval", "low_high", (2,))
+    expected_50 = ref.paired_bootstrap_interval(correct_a, correct_b, 4000, seed=11,
+                                                confidence=0.5)
+    assert_close(wide, expected_50, "paired_bootstrap_interval", atol=0.006, rtol=0,
+                 what="interval ends at confidence=0.5 (use the confidence argument)")
+
+
+@points(1)
+def test_class_mean_direction(submission):
+    direction = submission.function("class_mean_direction")
+    x, y = _planted(150, 20, 0.3, seed=41)
+    got = expect_tensor(direction(x, y), "class_mean_direction", "d_model", (20,))
+    assert_close(got, ref.class_mean_direction(x, y), "class_mean_direction", atol=1e-4,
+                 what="direction (unit length, pointing from the class-0 mean to the class-1 "
+                      "mean)")
+
+
+@points(2)
+def test_project_out(submission):
+    project = submission.function("project_out")
+    gen = torch.Generator().manual_seed(51)
+    x = torch.randn(3, 5, 12, generator=gen) * 2 + 1
+    one = torch.randn(1, 12, generator=gen) * 5  # a single direction, far from unit length
+    got = expect_tensor(project(x, one), "project_out", "batch pos d_model", (3, 5, 12))
+    assert_close(got, ref.project_out(x, one), "project_out", atol=1e-4,
+                 what="result for one direction of norm 5 (normalise it first)")
+    first = torch.randn(12, generator=gen)
+    many = torch.stack([first, first + 0.3 * torch.randn(12, generator=gen),
+                        torch.randn(12, generator=gen) * 3])  # not orthogonal, not unit
+    got = expect_tensor(project(x, many), "project_out", "batch pos d_model", (3, 5, 12))
+    assert_close(got, ref.project_out(x, many), "project_out", atol=1e-4,
+                 what="result for three non-orthogonal directions (remove their whole span: "
+                      "orthonormalise them first)")
+
+
+@points(3)
+def test_steer_logit_diff(submission):
+    steer = submission.function("steer_logit_diff")
+    tokens, last_pos = _padded_tokens()
+    model = _model()
+    answer_ids = torch.tensor([model.to_single_token(" was"), model.to_single_token(" were")])
+    direction = torch.randn(576, generator=torch.Generator().manual_seed(61)) * 3
+    layer, alpha = 7, 12.0
+    got = steer(sandbox_model("smollm2"), tokens, last_pos, direction, layer, alpha, answer_ids)
+    got = expect_tensor(got, "steer_logit_diff", "batch", (tokens.shape[0],))
+    expected = ref.steer_logit_diff(model, tokens, last_pos, direction, layer, alpha, answer_ids)
+    assert_close(got, expected, "steer_logit_diff", atol=5e-3, rtol=1e-3,
+                 what=f"logit differences after adding {alpha} x unit(direction) to "
+                      f"blocks.{layer}.hook_resid_post at each prompt's last token")
+
+
+_COLLECT = """def collect_resid_at_positions(model, tokens, positions, layers, batch_size=64):
+    names = [f"blocks.{{layer}}.{hook}" for layer in layers]
+    out = t.zeros(len(layers), tokens.shape[0], model.cfg.d_model)
+    for start in range(0, {stop}, batch_size):
+        batch = tokens[start : start + batch_size]
+        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in names,
+                                        stop_at_layer=max(layers) + 1)
+        rows = t.arange(batch.shape[0])
+        pos = {pos}
+        for k, name in enumerate(names):
+            out[k, start : start + batch.shape[0]] = cache[name][rows, pos]
+    return out
+"""
+
+_PROBE = """def train_and_test_probe(x, y, is_train, weight_decay=1e-2, n_steps=100):
+    x_train, y_train = x[{fit_rows}], y[{fit_rows}].float()
+    mean, std = {stats}.mean(0), {stats}.std(0) + 1e-6
+    z = (x_train - mean) / std
+    w = t.zeros(x.shape[1], requires_grad=True)
+    b = t.zeros((), requires_grad=True)
+    opt = t.optim.LBFGS([w, b], lr=1.0, max_iter=n_steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z @ w + b, y_train) + weight_decay * (w**2).sum()
+        loss.backward()
+        return loss
+
+    with t.enable_grad():
+        opt.step(closure)
+    test = ~is_train
+    z_test = {z_test}
+    test_acc = ((z_test @ w.detach() + b.detach() > 0).long() == y[test]).float().mean().item()
+    w_raw = w.detach() / std
+    b_raw = b.detach().item() - (mean * w_raw).sum().item()
+    train_acc = ((x[is_train] @ w_raw + b_raw > 0).long() == y[is_train]).float().mean().item()
+    if {recompute}:
+        test_acc = ((x[test] @ w_raw + b_raw > 0).long() == y[test]).float().mean().item()
+    n = {n_se}
+    return {{"w": w_raw, "b": b_raw, "train_acc": train_acc, "test_acc": test_acc,
+            "test_stderr": (test_acc * (1 - test_acc) / n) ** 0.5}}
+"""
+
+_STEER = """def steer_logit_diff(model, tokens, last_pos, direction, layer, alpha, answer_ids):
+    unit = {unit}
+    rows = t.arange(tokens.shape[0])
+
+    def add_direction(resid, hook):
+        resid = resid.clone()
+        resid[{where}] += alpha * unit
+        return resid
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{{layer}}.{hook}", add_direction)])
+    final = logits[rows, {read}]
+    return final[:, answer_ids[0]] - final[:, answer_ids[1]]
+"""
+
+_GOOD_STEER = dict(unit="direction / direction.norm()", where="rows, last_pos",
+                   hook="hook_resid_post", read="last_pos")
+_GOOD_PROBE = dict(fit_rows="is_train", stats="x_train", z_test="(x[test] - mean) / std",
+                   recompute="True", n_se="int(test.sum())")
+
+MUTANTS = {
+    "collect_resid_at_positions": {
+        "reads_position_minus_1": _COLLECT.format(hook="hook_resid_post",
+                                                  stop="tokens.shape[0]", pos="-1"),
+        "resid_pre_instead_of_post": _COLLECT.format(
+            hook="hook_resid_pre", stop="tokens.shape[0]",
+            pos="positions[start : start + batch_size]"),
+        "drops_last_partial_batch": _COLLECT.format(
+            hook="hook_resid_post", stop="tokens.shape[0] - batch_size + 1",
+            pos="positions[start : start + batch_size]"),
+    },
+    "train_and_test_probe": {
+        "trains_on_test_rows_too": _PROBE.format(**{**_GOOD_PROBE, "fit_rows": "slice(None)"}),
+        "normalises_test_with_test_statistics": _PROBE.format(**{
+            **_GOOD_PROBE, "recompute": "False",
+            "z_test": "(x[test] - x[test].mean(0)) / (x[test].std(0) + 1e-6)"}),
+        "stderr_over_all_rows": _PROBE.format(**{**_GOOD_PROBE, "n_se": "len(y)"}),
+        "reports_training_accuracy": _PROBE.format(**{
+            **_GOOD_PROBE, "z_test": "z", "recompute": "False"}).replace(
+                "== y[test]).float()", "== y_train.long()).float()"),
+    },
+    "control_task_labels": {
+        "random_label_per_example": """def control_task_labels(word_ids, seed=0):
+    gen = t.Generator().manual_seed(seed)
+    return t.randint(0, 2, word_ids.shape, generator=gen)
+""",
+        "parity_of_word_id": """def control_task_labels(word_ids, seed=0):
+    return word_ids % 2
+""",
+        "coin_flip_per_type": """def control_task_labels(word_ids, seed=0):
+    types, inverse = t.unique(word_ids, return_inverse=True)
+    gen = t.Generator().manual_seed(seed)
+    return t.randint(0, 2, (len(types),), generator=gen)[inverse]
+""",
+    },
+    "paired_bootstrap_interval": {
+        "unpaired_resampling": """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
+                              confidence=0.95):
+    gen = t.Generator().manual_seed(seed)
+    n = correct_a.shape[0]
+    ia = t.randint(0, n, (n_resamples, n), generator=gen)
+    ib = t.randint(0, n, (n_resamples, n), generator=gen)
+    diffs = correct_a.float()[ia].mean(1) - correct_b.float()[ib].mean(1)
+    tail = (1 - confidence) / 2
+    return t.quantile(diffs, t.tensor([tail, 1 - tail]))
+""",
+        "resamples_without_replacement": """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
+                              confidence=0.95):
+    gen = t.Generator().manual_seed(seed)
+    n = correct_a.shape[0]
+    diffs = t.stack([correct_a.float()[idx].mean() - correct_b.float()[idx].mean()
+                     for idx in (t.randperm(n, generator=gen) for _ in range(n_resamples))])
+    tail = (1 - confidence) / 2
+    return t.quantile(diffs, t.tensor([tail, 1 - tail]))
+""",
+        "ignores_confidence": """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
+                              confidence=0.95):
+    gen = t.Generator().manual_seed(seed)
+    n = correct_a.shape[0]
+    idx = t.randint(0, n, (n_resamples, n), generator=gen)
+    diffs = correct_a.float()[idx].mean(1) - correct_b.float()[idx].mean(1)
+    return t.quantile(diffs, t.tensor([0.025, 0.975]))
+""",
+    },
+    "class_mean_direction": {
+        "not_normalised": """def class_mean_direction(x, y):
+    return x[y == 1].mean(0) - x[y == 0].mean(0)
+""",
+        "sign_flipped": """def class_mean_direction(x, y):
+    d = x[y == 0].mean(0) - x[y == 1].mean(0)
+    return d / d.norm()
+""",
+        "normalises_rows_first": """def class_mean_direction(x, y):
+    x = x / x.norm(dim=-1, keepdim=True)
+    d = x[y == 1].mean(0) - x[y == 0].mean(0)
+    return d / d.norm()
+""",
+    },
+    "project_out": {
+        "unnormalised_direction": """def project_out(x, directions):
+    for d in directions:
+        x = x - (x @ d)[..., None] * d
+    return x
+""",
+        "sequential_without_orthogonalising": """def project_out(x, directions):
+    for d in directions:
+        u = d / d.norm()
+        x = x - (x @ u)[..., None] * u
+    return x
+""",
+        "in_place": """def project_out(x, directions):
+    q, _ = t.linalg.qr(directions.T)
+    x -= (x @ q) @ q.T
+    return x
+""",
+    },
+    "steer_logit_diff": {
+        "unnormalised_direction": _STEER.format(**{**_GOOD_STEER, "unit": "direction"}),
+        "resid_pre_instead_of_post": _STEER.format(**{**_GOOD_STEER, "hook": "hook_resid_pre"}),
+        "adds_at_every_position": _STEER.format(**{**_GOOD_STEER, "where": ":, :"}),
+        "reads_position_minus_1": _STEER.format(**{**_GOOD_STEER, "read": "-1"}),
+    },
+}

@@ -1,0 +1,139 @@
+"""Reference implementations for chapter 04 (probing), used by its hidden checks.
+
+Written separately from the solution notebook (different algorithms where there is a
+choice: the probe here is fitted by Newton's method in float64, the bootstrap draws all
+resamples at once), so a check never compares a learner with a copy of the notebook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+__all__ = ["class_mean_direction", "collect_resid_at_positions", "control_task_labels",
+           "paired_bootstrap_interval", "project_out", "steer_logit_diff",
+           "train_and_test_probe"]
+
+
+def collect_resid_at_positions(model: Any, tokens: Int[Tensor, "batch pos"],
+                               positions: Tensor, layers: list[int],
+                               batch_size: int = 64) -> Float[Tensor, "layer batch d_model"]:
+    """``blocks.{L}.hook_resid_post`` at ``positions[i]`` of row ``i``, for each L in layers."""
+    wanted = {f"blocks.{layer}.hook_resid_post": k for k, layer in enumerate(layers)}
+    out = torch.empty(len(layers), tokens.shape[0], model.cfg.d_model)
+    for start in range(0, tokens.shape[0], batch_size):
+        stop = min(start + batch_size, tokens.shape[0])
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens[start:stop],
+                                            names_filter=lambda n: n in wanted,
+                                            stop_at_layer=max(layers) + 1)
+        rows = torch.arange(stop - start)
+        for name, k in wanted.items():
+            out[k, start:stop] = cache[name][rows, positions[start:stop]]
+    return out
+
+
+def _newton_logistic(z: Tensor, y: Tensor, weight_decay: float, n_iter: int = 50
+                     ) -> tuple[Tensor, Tensor]:
+    """argmin mean BCE(z @ w + b, y) + weight_decay * |w|^2, by Newton's method (float64)."""
+    n, d = z.shape
+    za = torch.cat([z, torch.ones(n, 1, dtype=z.dtype)], dim=1)
+    theta = torch.zeros(d + 1, dtype=z.dtype)
+    reg = torch.full((d + 1,), 2 * weight_decay, dtype=z.dtype)
+    reg[-1] = 0.0
+    for _ in range(n_iter):
+        p = torch.sigmoid(za @ theta)
+        grad = za.T @ (p - y) / n + reg * theta
+        hess = (za.T * (p * (1 - p))) @ za / n + torch.diag(reg) + 1e-10 * torch.eye(d + 1,
+                                                                                     dtype=z.dtype)
+        step = torch.linalg.solve(hess, grad)
+        theta = theta - step
+        if step.abs().max() < 1e-10:
+            break
+    return theta[:-1], theta[-1]
+
+
+def train_and_test_probe(x: Float[Tensor, "batch d_model"], y: Tensor,
+                         is_train: Tensor, weight_decay: float = 1e-2
+                         ) -> dict[str, Any]:
+    """Standardise with training statistics, fit L2 logistic regression, score held-out rows."""
+    x = x.to(torch.float64)
+    yf = y.to(torch.float64)
+    train, test = is_train, ~is_train
+    mu = x[train].mean(0)
+    sigma = x[train].std(0) + 1e-6
+    w, b = _newton_logistic((x[train] - mu) / sigma, yf[train], weight_decay)
+    w_raw = w / sigma
+    b_raw = b - (mu * w_raw).sum()
+    pred = (x @ w_raw + b_raw > 0).long()
+    correct = pred == y
+    test_acc = correct[test].double().mean().item()
+    n_test = int(test.sum())
+    return {"w": w_raw.float(), "b": b_raw.float(),
+            "train_acc": correct[train].double().mean().item(), "test_acc": test_acc,
+            "test_stderr": (test_acc * (1 - test_acc) / n_test) ** 0.5}
+
+
+def control_task_labels(word_ids: Tensor, seed: int = 0) -> Tensor:
+    """Each word type gets one random label; exactly floor(n_types / 2) types get label 1."""
+    types, inverse = torch.unique(word_ids, return_inverse=True)
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.rand(len(types), generator=gen)
+    ones = scores.argsort()[: len(types) // 2]
+    type_label = torch.zeros(len(types), dtype=torch.long)
+    type_label[ones] = 1
+    return type_label[inverse]
+
+
+def paired_bootstrap_interval(correct_a: Tensor, correct_b: Tensor,
+                              n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+                              ) -> Tensor:
+    """Percentile interval for accuracy(a) - accuracy(b), resampling examples in pairs."""
+    n = correct_a.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (n_resamples, n), generator=gen)
+    diff = correct_a.double()[idx].mean(1) - correct_b.double()[idx].mean(1)
+    tail = (1 - confidence) / 2
+    return torch.quantile(diff, torch.tensor([tail, 1 - tail], dtype=torch.float64)).float()
+
+
+def class_mean_direction(x: Float[Tensor, "batch d_model"], y: Tensor
+                         ) -> Tensor:
+    """Unit vector along mean(x | y=1) - mean(x | y=0)."""
+    x = x.to(torch.float64)
+    diff = x[y == 1].sum(0) / (y == 1).sum() - x[y == 0].sum(0) / (y == 0).sum()
+    return (diff / diff.norm()).float()
+
+
+def project_out(x: Float[Tensor, "... d_model"], directions: Float[Tensor, "k d_model"]
+                ) -> Float[Tensor, "... d_model"]:
+    """x minus its orthogonal projection onto the span of the rows of ``directions``."""
+    d = directions.to(torch.float64)
+    # Projector onto the row space via the pseudo-inverse: P = D^T (D D^T)^+ D.
+    proj = d.T @ torch.linalg.pinv(d @ d.T) @ d
+    xd = x.to(torch.float64)
+    return (xd - xd @ proj).to(x.dtype)
+
+
+def steer_logit_diff(model: Any, tokens: Int[Tensor, "batch pos"],
+                     last_pos: Tensor, direction: Tensor,
+                     layer: int, alpha: float, answer_ids: Tensor
+                     ) -> Tensor:
+    """Add alpha * unit(direction) to resid_post[layer] at each row's last position; return
+    logit[answer_ids[0]] - logit[answer_ids[1]] there."""
+    unit = direction / direction.norm()
+    rows = torch.arange(tokens.shape[0])
+
+    def hook(resid, hook):
+        delta = torch.zeros_like(resid)
+        delta[rows, last_pos] = alpha * unit.to(resid.dtype)
+        return resid + delta
+
+    with torch.no_grad():
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_resid_post",
+                                                          hook)])
+    final = logits[rows, last_pos]
+    return final[:, answer_ids[0]] - final[:, answer_ids[1]]
