@@ -6,6 +6,8 @@ workaround in ``utils.tl_compat`` is still needed.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformer_lens import patching
@@ -167,3 +169,39 @@ def test_expand_kv_heads_matches_smollm2_grouping(smol):
     W_K = tl_compat.expand_kv_heads(smol.W_K)
     assert W_K.shape == smol.W_Q.shape
     assert torch.allclose(smol.QK.B[layer], W_K[layer].transpose(-1, -2))
+
+
+@pytest.mark.parametrize("attn_only_model", [True, False])
+def test_stop_at_layer_n_layers_returns_the_final_residual(attn_only_model, tokens):
+    overrides = {} if attn_only_model else dict(attn_only=False, act_fn="gelu", d_mlp=64)
+    model = _boot(**overrides).eval()
+    n = TINY["n_layers"]
+    last = f"blocks.{n - 1}.hook_resid_post"
+    with torch.no_grad():
+        # Raw TL: stop_at_layer=n_layers is ignored and the logits come back.
+        assert model(tokens, stop_at_layer=n).shape[-1] == TINY["d_vocab"]
+        _, cache = model.run_with_cache(tokens, names_filter=[last])
+        tl_compat.stop_after_last_block(model)
+        assert torch.equal(model(tokens, stop_at_layer=n), cache[last])
+        out, cache2 = model.run_with_cache(tokens, names_filter=[last], stop_at_layer=n)
+        assert torch.equal(out, cache[last]) and torch.equal(cache2[last], cache[last])
+        assert torch.equal(model.run_with_hooks(tokens, stop_at_layer=n), cache[last])
+        # Everything else is untouched: full logits, earlier stops, negative stops.
+        assert model(tokens).shape[-1] == TINY["d_vocab"]
+        early = model(tokens, stop_at_layer=1)
+        assert early.shape[-1] == TINY["d_model"] and torch.equal(
+            early, model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_post"])[1][
+                "blocks.0.hook_resid_post"])
+        assert torch.equal(model(tokens, stop_at_layer=-1), early)
+        # A deep copy stops on its own hooks, not the original's.
+        twin = copy.deepcopy(model)
+        assert torch.equal(twin(tokens, stop_at_layer=n), cache[last])
+        assert not any(hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_course_models_stop_after_last_block(tokens):
+    from utils.toy_models import make_toy_model
+
+    model = make_toy_model(dict(TINY), seed=0)
+    with torch.no_grad():
+        assert model(tokens, stop_at_layer=TINY["n_layers"]).shape[-1] == TINY["d_model"]

@@ -8,16 +8,15 @@ A second 135M-parameter model does not fit next to SmolLM2 in a 1.5 GB notebook,
 :func:`randomly_initialised` re-initialises SmolLM2's own weights *in place* (seeded, the
 Hugging Face initialisation: every matrix N(0, 0.02), norm scales 1) and, on leaving the
 ``with`` block, restores the trained weights exactly from the cached processed checkpoint,
-one tensor at a time. Inside the block the model is an untrained model of the same shape,
-with the same tokenizer and hooks. Memory stays flat: the new values replace the
-memory-mapped pages they overwrite.
+pointing each parameter back at the memory-mapped file. Inside the block the model is an
+untrained model of the same shape, with the same tokenizer and hooks. Memory: the random
+values cost private pages for every weight (about 110 MB more than the trained model, whose
+embedding rows are only read where a token needs them); they are freed when the block ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,32 +45,29 @@ def _randomise(hf_model: Any, seed: int, std: float) -> None:
 
 @torch.no_grad()
 def _restore(hf_model: Any) -> None:
-    """Read every trained tensor from the checkpoint straight into its parameter.
+    """Point every parameter back at the trained tensor in the memory-mapped checkpoint.
 
-    Plain ``readinto`` instead of a memory map: mapping the 540 MB file would count all of
-    it against the process's memory while it is open.
+    The random values live in private (anonymous) pages; swapping each parameter's data for
+    the file-backed tensor frees them, and the trained pages come back from the page cache
+    as the next forward pass touches them (only the embedding rows it reads, for ``W_E``).
+    Copying the values back instead would keep every page private: +110 MB for good.
+    The ``Parameter`` objects stay the same, so every module and hook that holds one sees the
+    trained weights again.
     """
+    from safetensors.torch import load_file
+
     params = {name.replace("._original_component", ""): param
               for name, param in hf_model.named_parameters()}
-    with open(_weights_file(), "rb") as fh:
-        header_len = struct.unpack("<Q", fh.read(8))[0]
-        header = json.loads(fh.read(header_len))
-        data_start = 8 + header_len
-        missing = set(params) - set(header)
-        if missing:
-            raise RuntimeError(f"cannot restore {sorted(missing)[:3]}: not in the checkpoint")
-        for name, param in params.items():
-            meta = header[name]
-            if meta["dtype"] != "F32" or list(meta["shape"]) != list(param.shape):
-                raise RuntimeError(f"{name}: checkpoint has {meta['dtype']} {meta['shape']}, "
-                                   f"the model {param.dtype} {list(param.shape)}")
-            if not param.is_contiguous():
-                raise RuntimeError(f"{name} is not contiguous: cannot restore in place")
-            begin, end = meta["data_offsets"]
-            fh.seek(data_start + begin)
-            view = memoryview(param.detach().numpy()).cast("B")
-            if fh.readinto(view) != end - begin:
-                raise RuntimeError(f"{name}: checkpoint file is truncated")
+    trained = load_file(str(_weights_file()))
+    missing = set(params) - set(trained)
+    if missing:
+        raise RuntimeError(f"cannot restore {sorted(missing)[:3]}: not in the checkpoint")
+    for name, param in params.items():
+        value = trained[name]
+        if value.dtype != param.dtype or value.shape != param.shape:
+            raise RuntimeError(f"{name}: checkpoint has {value.dtype} {list(value.shape)}, "
+                               f"the model {param.dtype} {list(param.shape)}")
+        param.data = value
 
 
 @contextlib.contextmanager

@@ -456,6 +456,8 @@ def _load_from_cache(root: Path, device: str = "cpu") -> Any:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from utils.tl_compat import stop_after_last_block
+
     with _quiet():
         tokenizer = AutoTokenizer.from_pretrained(str(root))
         config = AutoConfig.from_pretrained(str(root))
@@ -493,7 +495,7 @@ def _load_from_cache(root: Path, device: str = "cpu") -> Any:
             bridge.enable_compatibility_mode(**PROCESSING)
         finally:
             del bridge.__dict__["process_weights"]
-        bridge.eval()
+        stop_after_last_block(bridge).eval()
         if str(device) != "cpu":
             bridge = bridge.to(device)
     return bridge

@@ -18,6 +18,7 @@ __all__ = [
     "expand_kv_heads",
     "get_act_patch_block_every",
     "has_resid_mid",
+    "stop_after_last_block",
 ]
 
 
@@ -26,6 +27,52 @@ def has_resid_mid(model: Any) -> bool:
     return not getattr(model.cfg, "attn_only", False) and "blocks.0.hook_resid_mid" in (
         model.hook_dict
     )
+
+
+_STOPPABLE_METHODS = ("forward", "run_with_cache", "run_with_hooks")
+
+
+def _raise_stop(tensor: torch.Tensor, hook: Any) -> None:
+    from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
+    raise StopAtLayerException(tensor)
+
+
+def _call_stopping_after_last_block(model: Any, method_name: str, args: tuple,
+                                    kwargs: dict) -> Any:
+    method = getattr(type(model), method_name)
+    if kwargs.get("stop_at_layer") != len(model.blocks):
+        return method(model, *args, **kwargs)
+    kwargs = {**kwargs, "stop_at_layer": None}
+    with model.hooks(fwd_hooks=[("ln_final.hook_in", _raise_stop)]):
+        return method(model, *args, **kwargs)
+
+
+def _stopping_after_last_block(method_name: str) -> Callable[..., Any]:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _call_stopping_after_last_block(self, method_name, args, kwargs)
+
+    call.__name__ = method_name
+    call.__doc__ = getattr(getattr(torch.nn.Module, method_name, None), "__doc__", None)
+    return call
+
+
+def stop_after_last_block(model: Any) -> Any:
+    """Make ``stop_at_layer=n_layers`` return the final residual stream, as TL 3 did.
+
+    Broken/surprising: the bridge only stops for ``0 <= stop_at_layer < n_layers``; with
+    ``stop_at_layer=n_layers`` (what ``max(layers) + 1`` gives when the last layer is among
+    them) it silently runs ``ln_final`` and the unembedding and returns logits, which for
+    SmolLM2 (49,152-token vocabulary) costs ~120 MB per 50x7-token batch for nothing. The
+    patched ``forward``, ``run_with_cache`` and ``run_with_hooks`` of ``model`` stop at
+    ``ln_final``'s input instead (the residual stream after the last block). Returns
+    ``model``; the patch is per instance and survives ``copy.deepcopy``.
+    """
+    import types
+
+    for name in _STOPPABLE_METHODS:
+        setattr(model, name, types.MethodType(_stopping_after_last_block(name), model))
+    return model
 
 
 def ensure_eval(model: Any) -> Any:

@@ -73,6 +73,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from utils.paths import REPO_ROOT, WEIGHTS_DIR
+from utils.tl_compat import stop_after_last_block
 
 __all__ = [
     "WeightsChecksumError",
@@ -161,7 +162,7 @@ def _boot(cfg: dict[str, Any], seed: int) -> Any:
         raise ValueError("pass the seed to make_toy_model(cfg, seed), not inside cfg")
     model = boot(dict(cfg, seed=int(seed)), tokenizer=None)
     assert isinstance(model, TransformerBridge)
-    return model.eval()
+    return stop_after_last_block(model).eval()
 
 
 def make_toy_model(cfg: dict[str, Any], seed: int) -> Any:
