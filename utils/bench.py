@@ -59,12 +59,18 @@ def bench_smollm2(cold: bool) -> dict:
                        smollm2_cold_ok=code == 0)
     subprocess.run([sys.executable, "-m", "utils.smollm2", "--prepare", "--quiet"],
                    cwd=paths.REPO_ROOT, check=True, capture_output=True)
-    code = ("import time; t = time.monotonic(); from utils.smollm2 import load_smollm2; "
-            "load_smollm2(); print(time.monotonic() - t)")
+    # A notebook has imported torch, transformers and TransformerLens in its setup cell before
+    # it loads the model: time the load after those imports, and the whole fresh process.
+    code = ("import time; t0 = time.monotonic(); import torch, transformers, "
+            "transformer_lens.model_bridge; t1 = time.monotonic(); "
+            "from utils.smollm2 import load_smollm2; load_smollm2(verbose=False); "
+            "print(t1 - t0, time.monotonic() - t1)")
     done = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO_ROOT, check=True,
                           capture_output=True, text=True)
+    imports, load = (float(x) for x in done.stdout.split()[-2:])
     seconds, peak, _ = _timed_process([sys.executable, "-c", code])
-    out.update(smollm2_cached_load_seconds=round(float(done.stdout.split()[-1]), 2),
+    out.update(smollm2_cached_load_seconds=round(load, 2),
+               smollm2_import_seconds=round(imports, 2),
                smollm2_cached_process_seconds=round(seconds, 1),
                smollm2_cached_peak_mb=round(peak))
     return out
@@ -125,8 +131,10 @@ def markdown(results: dict) -> str:
             f"{results['smollm2_cold_seconds']} s, peak {results['smollm2_cold_peak_mb']} MB",
             "paid at setup, not in a notebook")
     if "smollm2_cached_load_seconds" in results:
-        row("SmolLM2 load from cache", f"{results['smollm2_cached_load_seconds']} s "
-            f"(peak {results['smollm2_cached_peak_mb']} MB)", "≤ 3 s")
+        row("SmolLM2 load from cache (after the setup cell's imports)",
+            f"{results['smollm2_cached_load_seconds']} s (+ {results['smollm2_import_seconds']} s "
+            f"importing torch, transformers, TL; peak {results['smollm2_cached_peak_mb']} MB)",
+            "≤ 3 s")
     for nb in results.get("notebooks", []):
         status = "" if nb["ok"] else " **FAILED**"
         row(f"execute `{nb['notebook']}`", f"{nb['seconds']} s, peak {nb['peak_mb']} MB{status}",
@@ -150,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapters", nargs="*", help="only these (e.g. 01_residual_stream)")
     parser.add_argument("--class-size", type=int, default=30,
                         help="grade this many copies of one solution in parallel (0: skip)")
-    parser.add_argument("--class-chapter", default="01_residual_stream")
+    parser.add_argument("--class-chapter", default="05_activation_patching",
+                        help="the chapter whose class is graded (default: the slowest to grade)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     selected = notebooks.chapter_notebooks(paths.SOLUTIONS_DIR)
