@@ -90,3 +90,41 @@ def test_instructor_mode_refuses_without_sandbox(monkeypatch):
     grader = Grader(FIXTURE.name, FIXTURE.checks, FIXTURE.chapters, require_isolation=True)
     with pytest.raises(sandbox.SandboxUnavailable, match="bubblewrap"):
         grader.__enter__()
+
+
+SIDE_EFFECTS = {
+    "edits_tensor": ("def f(x, cache, model):\n    x += 1\n    return 0\n", "argument `x`"),
+    "edits_cache": ("def f(x, cache, model):\n    cache['hook_embed'].mul_(2)\n    return 0\n",
+                    r"argument `cache` \(the activation cache: .*'hook_embed'"),
+    "replaces_cache_entry": (
+        "def f(x, cache, model):\n    cache.cache_dict['hook_embed'] = x\n    return 0\n",
+        r"argument `cache` \(the activation cache: .*'hook_embed'"),
+    "edits_weights": ("import torch\ndef f(x, cache, model):\n    with torch.no_grad():\n"
+                      "        model.W_U.zero_()\n    return 0\n", "the model's weights"),
+    "leaves_hook": ("def f(x, cache, model):\n"
+                    "    model.add_hook('blocks.0.hook_resid_pre', lambda a, hook: a)\n"
+                    "    return 0\n", r"hook\(s\) attached"),
+    "leaves_training_mode": ("def f(x, cache, model):\n    model.train()\n    return 0\n",
+                             "training mode"),
+}
+
+
+@pytest.fixture(scope="module")
+def fixture_grader():
+    with Grader(FIXTURE.name, FIXTURE.checks, FIXTURE.chapters) as grader:
+        yield grader
+
+
+@pytest.mark.parametrize("case", SIDE_EFFECTS)
+def test_changing_an_input_fails_the_call(fixture_grader, case):
+    from utils.grading.checks import Submission, SubmissionError, sandbox_cache, sandbox_model
+
+    source, expected = SIDE_EFFECTS[case]
+    clean = "def f(x, cache, model):\n    model.run_with_hooks(x, fwd_hooks=[])\n    return 0\n"
+    tokens = torch.tensor([[0, 5, 7, 9]])
+    args = (tokens.clone(), sandbox_cache("attn_only_2l", tokens, ["hook_embed"]),
+            sandbox_model("attn_only_2l"))
+    assert Submission(fixture_grader.sandbox, {"f": clean}).function("f")(*args) == 0
+    with pytest.raises(SubmissionError, match=expected) as failure:
+        Submission(fixture_grader.sandbox, {"f": source}).function("f")(*args)
+    assert "Leave inputs as they were" in str(failure.value)

@@ -72,8 +72,8 @@ class RemoteFunction:
         mutated = header.get("mutated") or []
         if mutated and not self.allow_input_mutation:
             raise SubmissionError(
-                f"{self.name} changed its input {', '.join(mutated)} in place; "
-                "compute on new tensors (e.g. `x = x + 1`, not `x += 1`)")
+                f"{self.name} changed its input: {'; '.join(mutated)}. Leave inputs as they "
+                "were: compute on new tensors (e.g. `x = x + 1`, not `x += 1`)")
         return value
 
 

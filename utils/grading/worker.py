@@ -8,6 +8,11 @@ runs in a forked child with its own memory, CPU, file-size and wall-clock limits
 exception, ``sys.exit``, ``os._exit``, infinite loop, memory bomb or output flood costs that
 call only. Children send their result back through a pipe, encoded by
 :mod:`utils.grading.codec` (no pickle), and are killed with everything they spawned.
+
+Each child also reports what the call did to its inputs: a tensor argument changed in place,
+an activation cache whose entries were edited, replaced or removed, a model whose weights were
+changed, which was left with hooks attached, or switched to training mode. In a notebook each
+of those would silently break every later cell, so the check counts them as failures.
 """
 
 from __future__ import annotations
@@ -160,12 +165,15 @@ class Worker:
         func = namespace.get(name)
         if not callable(func):
             finish("error", f"your answer cell does not define a function named `{name}`")
-        snapshots = _snapshot_tensors((args, kwargs))
+        named = _named_arguments(func, args, kwargs)
+        snapshots = [snap for path, value in named for snap in _snapshot_tensors(value, path)]
+        watched = [watch for path, value in named for watch in _watch_objects(value, path)]
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001
             finish("error", _format_exception(exc))
         mutated = [path for path, before, tensor in snapshots if not _same(before, tensor)]
+        mutated += [change for watch in watched for change in watch.changes()]
         sys.stdout.flush()
         finish("ok", result=result, mutated=mutated)
 
@@ -284,7 +292,19 @@ def _describe(value: Any) -> Any:
     return f"{type(value).__name__}@{id(value)}"
 
 
-def _snapshot_tensors(value: Any, path: str = "args"):
+def _named_arguments(func, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
+    """(how to name it to the learner, value) for each argument of a call."""
+    import inspect
+
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs).arguments
+        return [(f"argument `{name}`", value) for name, value in bound.items()]
+    except (TypeError, ValueError):  # the call itself will fail and say why
+        return ([(f"argument {i + 1}", value) for i, value in enumerate(args)]
+                + [(f"argument `{name}`", value) for name, value in kwargs.items()])
+
+
+def _snapshot_tensors(value: Any, path: str):
     import torch
 
     found = []
@@ -296,6 +316,86 @@ def _snapshot_tensors(value: Any, path: str = "args"):
     elif isinstance(value, dict):
         for key, item in value.items():
             found += _snapshot_tensors(item, f"{path}[{key!r}]")
+    return found
+
+
+class _CacheWatch:
+    """Notices an ``ActivationCache`` whose tensors were edited in place, replaced or removed.
+
+    Tensor version counters (bumped by every in-place operation) make this free of copies,
+    which matters for caches of SmolLM2. New entries are allowed: TransformerLens adds some
+    itself (``compute_head_results``).
+    """
+
+    def __init__(self, path: str, cache) -> None:
+        self.path, self.cache = path, cache
+        self.entries = {k: (v, v._version) for k, v in cache.cache_dict.items()}
+
+    def changes(self) -> list[str]:
+        now = self.cache.cache_dict
+        edited = sorted(k for k, (tensor, version) in self.entries.items()
+                        if now.get(k) is not tensor or tensor._version != version)
+        if not edited:
+            return []
+        shown = ", ".join(repr(k) for k in edited[:3]) + (" ..." if len(edited) > 3 else "")
+        return [f"{self.path} (the activation cache: {shown})"]
+
+
+class _ModelWatch:
+    """Notices a model whose weights changed, that kept extra hooks, or that left eval mode."""
+
+    def __init__(self, path: str, model) -> None:
+        self.path, self.model = path, model
+        self.tensors = {name: (t, t._version) for name, t in self._tensors()}
+        self.hooks = _count_hooks(model)
+        self.training = model.training
+
+    def _tensors(self):
+        yield from self.model.named_parameters(remove_duplicate=False)
+        yield from self.model.named_buffers(remove_duplicate=False)
+
+    def changes(self) -> list[str]:
+        out = []
+        now = dict(self._tensors())
+        edited = sorted(name for name, (tensor, version) in self.tensors.items()
+                        if now.get(name) is not tensor or tensor._version != version)
+        if edited:
+            out.append(f"{self.path} (the model's weights: {', '.join(edited[:3])}"
+                       f"{' ...' if len(edited) > 3 else ''})")
+        extra = _count_hooks(self.model) - self.hooks
+        if extra > 0:
+            out.append(f"{self.path} (the model was left with {extra} hook(s) attached: remove "
+                       "them, e.g. with `model.run_with_hooks(...)` or `model.reset_hooks()`)")
+        if self.model.training != self.training:
+            out.append(f"{self.path} (the model was left in "
+                       f"{'training' if self.model.training else 'eval'} mode)")
+        return out
+
+
+def _count_hooks(model) -> int:
+    """Hooks on the model's TransformerLens hook points (the bridge adds hooks of its own to
+    other modules lazily, on its first forward pass, so those are not counted)."""
+    from transformer_lens.hook_points import HookPoint
+
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(m._backward_pre_hooks) for m in model.modules() if isinstance(m, HookPoint))
+
+
+def _watch_objects(value: Any, path: str) -> list:
+    """Watches for the caches and models among a call's arguments (see ``_CacheWatch``)."""
+    import torch
+
+    if hasattr(value, "cache_dict") and isinstance(value.cache_dict, dict):
+        return [_CacheWatch(path, value)]
+    if isinstance(value, torch.nn.Module):
+        return [_ModelWatch(path, value)]
+    found = []
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found += _watch_objects(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += _watch_objects(item, f"{path}[{key!r}]")
     return found
 
 
