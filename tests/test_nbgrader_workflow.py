@@ -15,6 +15,7 @@ from tests.course_layout import FIXTURE
 from utils import nbgrader_course, notebooks
 from utils.grading.runner import load_checks_module
 from utils.grading.sandbox import bubblewrap_path
+from utils.rehearse import rehearse, submission_with
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None,
                                 reason="instructor grading needs bubblewrap (apt-get install "
@@ -32,16 +33,6 @@ CORRECT = {
                    "    bad = t.ones(n, m, dtype=t.bool).triu(1)\n"
                    "    return scores.masked_fill(bad, float('-inf'))\n",
 }
-
-
-def submission_with(released, answers):
-    """The released notebook with some answer cells replaced, as a student would submit it."""
-    nb = notebooks.read_notebook(released)
-    for cell in nb.cells:
-        grade_id = notebooks.nbgrader_meta(cell).get("grade_id")
-        if notebooks.is_answer_cell(cell) and grade_id in answers:
-            cell.source = answers[grade_id]
-    return nb
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +90,13 @@ def test_csv_export(course):
     with open(csv_path) as f:
         rows = {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}
     assert rows == {"alice": 3.0, "bob": 1.0, "carol": 0.0}
+
+
+def test_rehearsal_of_the_grading_day(tmp_path, capsys):
+    problems = rehearse(FIXTURE.name, tmp_path / "course", FIXTURE.solutions, FIXTURE.checks)
+    out = capsys.readouterr().out
+    assert problems == [], out
+    assert "rehearsal passed" in out
+    # ada full marks, ben nothing, cy the first exercise only, dee all but the first
+    assert [line.split()[:3] for line in out.splitlines()[2:6]] == [
+        ["ada", "3", "3"], ["ben", "0", "0"], ["cy", "1", "1"], ["dee", "2", "2"]]

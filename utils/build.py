@@ -170,6 +170,15 @@ def _secret_lines(solution_nb, checks_file: Path | None) -> tuple[set[str], set[
     return secret, check_lines
 
 
+def hidden_lines(solution_nb, checks_file: Path | None = None) -> set[str]:
+    """Lines of the hidden-test regions and hidden checks: what no learner may see, not even in
+    the feedback on their own work (where their solution text legitimately appears)."""
+    hidden: set[str] = set()
+    for cell in solution_nb.cells:
+        hidden |= {x.strip() for x in _split_regions(cell.source, "hidden-line scan")[2]}
+    return {s for s in hidden if s} | _secret_lines(solution_nb, checks_file)[1]
+
+
 def find_leaks(solution_nb, student_nb, checks_file: Path | None = None) -> list[str]:
     """Lines of solution, hidden-test or hidden-check text present in the student notebook."""
     secret, check_lines = _secret_lines(solution_nb, checks_file)
