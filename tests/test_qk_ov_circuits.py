@@ -143,3 +143,94 @@ def test_shipped_model_circuit_facts():
         # The strongest K-composition runs from the previous-token head into layer 1.
         comp = ref.composition_scores(model.W_Q, model.W_K, model.W_V, model.W_O, 0, 1)
         assert int(comp["K"].max(dim=1).values.argmax()) == prev_head
+
+
+def test_shipped_model_ov_and_composition_facts():
+    """Chapter 02, sections 4-5: which heads copy, and how strong the composition is."""
+    model = _shipped()
+    half = 30
+    tokens = repeated_random_tokens(4, half, model.cfg.d_vocab, seed=0, bos_token=0)
+    n_heads = model.cfg.n_heads
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+        prev = ref.head_pattern_scores(cache["pattern", 0])["previous"]
+        order = prev.argsort(descending=True).tolist()
+        prev_head, second_prev, others = order[0], order[1], order[2:]
+        # Layer 1 copies by both measures; layer 0 leans positive but never copies top-1.
+        for layer in range(model.cfg.n_layers):
+            copying = ref.ov_copying_scores(model.W_E, model.W_V[layer], model.W_O[layer],
+                                            model.W_U)
+            full = (model.W_E @ model.OV[layer] @ model.W_U).AB[:, 1:, 1:]  # skip BOS
+            top1 = (full.argmax(-1) == torch.arange(full.shape[-1])).float().mean(-1)
+            if layer == 1:
+                assert (copying > 0.9).all() and (top1 > 0.8).all(), (copying, top1)
+            else:
+                assert (copying > 0).all() and (copying < 0.7).all() and (top1 < 0.1).all()
+        comp = ref.composition_scores(model.W_Q, model.W_K, model.W_V, model.W_O, 0, 1)
+        gen = torch.Generator().manual_seed(0)
+        rand = [torch.randn(w.shape, generator=gen)
+                for w in (model.W_Q, model.W_K, model.W_V, model.W_O)]
+        baseline = {m: s.mean().item() for m, s in ref.composition_scores(*rand, 0, 1).items()}
+        # The largest K-composition score the singular values allow (aligned directions).
+        s_ov = torch.linalg.svdvals(model.W_V[0] @ model.W_O[0])[:, None]  # [h0, 1, d_model]
+        s_qk = torch.linalg.svdvals(model.W_Q[1] @ model.W_K[1].transpose(-1, -2))[None]
+        best = ((s_ov * s_qk).pow(2).sum(-1).sqrt()
+                / (s_ov.norm(dim=-1) * s_qk.norm(dim=-1)))
+    assert (comp["K"][prev_head] > 0.6 * best[prev_head]).all()
+    assert (comp["K"][prev_head] > 1.5 * baseline["K"]).all()
+    assert (comp["K"][second_prev] > 1.3 * baseline["K"]).all()
+    assert (comp["K"][others] < 1.1 * baseline["K"]).all()
+    assert (comp["Q"] < 1.1 * baseline["Q"]).all()
+    assert comp["K"].shape == (n_heads, n_heads)
+
+
+def test_shipped_model_path_expansion_facts():
+    """Chapter 02, section 6: the losses of the path expansion and which virtual heads matter."""
+    model = _shipped()
+    half, n_heads = 40, model.cfg.n_heads
+    tokens = repeated_random_tokens(8, half, model.cfg.d_vocab, seed=1, bos_token=0)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+        x0 = cache["hook_embed"] + cache["hook_pos_embed"]
+        scale0, scale1 = cache["blocks.0.ln1.hook_scale"], cache["blocks.1.ln1.hook_scale"]
+        layer0 = ref.head_path_outputs(x0, cache["pattern", 0], scale0, model.W_V[0],
+                                       model.W_O[0])
+        layer1 = ref.head_path_outputs(x0, cache["pattern", 1], scale1, model.W_V[1],
+                                       model.W_O[1])
+        virtual = torch.stack([ref.head_path_outputs(layer0[h], cache["pattern", 1], scale1,
+                                                     model.W_V[1], model.W_O[1])
+                               for h in range(n_heads)])  # [head0, head1, batch, pos, d_model]
+        final = cache["blocks.1.hook_resid_post"]
+        remainder = final - x0 - layer0.sum(0) - layer1.sum(0) - virtual.sum((0, 1))
+        terms = torch.cat([x0[None], layer0, layer1, virtual.flatten(0, 1), remainder[None]])
+        kinds = (["direct"] + ["layer0"] * n_heads + ["layer1"] * n_heads
+                 + ["virtual"] * n_heads**2 + ["biases"])
+        first_head = [None] * (1 + 2 * n_heads) + [a for a in range(n_heads)
+                                                   for _ in range(n_heads)] + [None]
+        final_scale = cache["ln_final.hook_scale"]
+
+        def loss(keep: list[bool]) -> float:
+            return ref.loss_keeping_paths(terms, torch.tensor(keep), final_scale, model.W_U,
+                                          tokens, half)
+
+        def keeping(*groups: str) -> float:
+            return loss([k == "biases" or k in groups for k in kinds])
+
+        direct = keeping("direct")
+        with_layer0 = keeping("direct", "layer0")
+        with_layer1 = keeping("direct", "layer0", "layer1")
+        everything = keeping("direct", "layer0", "layer1", "virtual")
+        without_first = torch.tensor([loss([h != a for h in first_head]) - everything
+                                      for a in range(n_heads)])
+        pattern0 = ref.head_pattern_scores(cache["pattern", 0])
+        comp_v = ref.composition_scores(model.W_Q, model.W_K, model.W_V, model.W_O, 0, 1)["V"]
+    chance = math.log(model.cfg.d_vocab - 1)
+    assert abs(direct - chance) < 0.5
+    assert with_layer0 > direct - 0.3
+    assert with_layer1 < 0.3 * chance
+    assert everything < 0.5 * with_layer1
+    top = set(without_first.topk(2).indices.tolist())
+    assert top == set(comp_v.mean(dim=1).topk(2).indices.tolist())
+    assert top == set(pattern0["current"].topk(2).indices.tolist())
+    prev_head = int(pattern0["previous"].argmax())
+    assert abs(without_first[prev_head]) < 0.03 and without_first[list(top)].min() > 0.05
