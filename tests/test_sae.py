@@ -60,3 +60,65 @@ def test_shipped_checksums_cover_every_file(tmp_path):
     shutil.copytree(sae_mod.sae_dir(), copy)
     listed = {line.split()[1] for line in (copy / sae_mod.SUMS_FILE).read_text().splitlines()}
     assert listed == {p.name for p in copy.iterdir()} - {sae_mod.SUMS_FILE}
+
+
+def test_shipped_config_is_readable_without_the_reference_code():
+    """The chapter's setup cell reads LAYER and HOOK_NAME with shipped_sae_config(); it runs in
+    the grading sandbox, where utils.reference cannot be imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'utils.reference' or name.startswith('utils.reference.'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from utils.sae import shipped_sae_config\n"
+        "c = shipped_sae_config()\n"
+        "print(c['layer'], c['hook_name'])\n"
+    )
+    root = sae_mod.WEIGHTS_DIR.parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         check=True)
+    config = sae_mod.load_pretrained_sae()[1]
+    assert sae_mod.shipped_sae_config() == config
+    assert out.stdout.split() == [str(config["layer"]), config["hook_name"]]
+    assert config["hook_name"] == f"blocks.{config['layer']}.hook_resid_pre"
+
+
+def test_chapter_heldout_topics_are_held_out_of_the_shipped_sae():
+    """Chapter 06 evaluates on split_documents(pydoc_topics(), 0.1, seed=0)[1]: the shipped SAE's
+    split (corpus_split) must hold those documents out too."""
+    from utils import text_corpus
+
+    chapter_train, chapter_heldout = text_corpus.split_documents(
+        text_corpus.pydoc_topics(), test_fraction=0.1, seed=0)
+    train, heldout = sae_mod.corpus_split()
+    assert chapter_heldout and set(chapter_heldout) <= set(heldout)
+    assert not set(chapter_heldout) & set(train)
+    # pydoc topics come first, in the same order, on both sides.
+    assert train[: len(chapter_train)] == chapter_train
+    assert heldout[: len(chapter_heldout)] == chapter_heldout
+
+
+def test_shipped_sae_trained_on_pydoc_topics_only():
+    """The docs (utils.sae, chapter 06) say the 480 training rows are all pydoc topics."""
+    from types import SimpleNamespace
+
+    from utils import smollm2, text_corpus
+
+    try:
+        tokenizer = smollm2.load_smollm2_tokenizer()
+    except Exception as exc:  # no offline SmolLM2 package on this machine
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    config = sae_mod.shipped_sae_config()
+    fake_model = SimpleNamespace(tokenizer=tokenizer)
+    train_rows, _ = sae_mod._corpus_tokens(fake_model, config)
+    chapter_train, _ = text_corpus.split_documents(text_corpus.pydoc_topics(), 0.1, seed=0)
+    pydoc_rows = text_corpus.token_sequences(tokenizer, chapter_train, config["seq_len"],
+                                             bos_token_id=train_rows[0, 0].item())
+    assert len(pydoc_rows) > config["train_sequences"]
+    assert torch.equal(train_rows, pydoc_rows[: config["train_sequences"]])
+    assert train_rows.shape[0] * (config["seq_len"] - 1) == config["train_tokens"]

@@ -1,21 +1,39 @@
 """The sparse autoencoder the course ships for SmolLM2, and the script that trains it.
 
-Chapter 06 trains small SAEs by hand; a useful SAE on SmolLM2's residual stream takes a few
-minutes of CPU, more than a notebook's budget, so one is shipped pre-trained:
+Chapter 06 trains small SAEs by hand; a useful SAE on SmolLM2's residual stream takes far
+more CPU time than a notebook's budget, so one is shipped pre-trained:
 ``utils/weights/sae_smollm2_l12/`` holds ``sae.safetensors`` (fp16, the four tensors of the
 chapter's SAE dict), ``config.json``, ``training_log.json`` and ``SHA256SUMS``.
 
 * :func:`load_pretrained_sae` — the SAE as a dict of fp32 tensors (``W_enc [d_in, d_sae]``,
   ``b_enc``, ``W_dec [d_sae, d_in]`` with unit-norm rows, ``b_dec``) plus its config;
   checksums are verified first.
+* :func:`shipped_sae_config` — only the recipe (``config.json``): cheap, loads no weights
+  and needs no reference code, so the chapter's setup cell can read its hook from it.
 * :func:`collect_activations` — residual-stream activations of SmolLM2 at one hook, batched,
   with ``stop_at_layer`` and a ``names_filter`` (BOS positions dropped on request).
+* :func:`corpus_split` — the (train, held-out) documents the shipped SAE was trained and
+  evaluated on.
 * ``python -m utils.sae --retrain`` — rebuilds the shipped SAE deterministically (seeded;
-  tokens from :mod:`utils.text_corpus`), ~4 minutes on 2 idle cores. ``--check`` verifies the
-  shipped files and re-measures the quality figures on held-out text.
+  tokens from :mod:`utils.text_corpus`). ``--check`` verifies the shipped files and
+  re-measures the quality figures on held-out text.
+
+How long a retrain takes: the shipped run recorded ``collect_seconds`` 972.6 (activations of
+480 rows of 128 tokens, about 2 s a row) and ``train_seconds`` 3012.4 (1,000 steps) in
+``config.json``: about 16 + 50 minutes. That machine was evidently loaded: the README's
+``make bench`` (2 idle cores) executes all of chapter 06, which collects the same activations
+for 96 rows and trains a smaller SAE, in under a minute. Expect less on an idle machine; no
+idle timing of a full retrain has been recorded.
+
+Training text: the first ``train_sequences`` = 480 rows of the training split's token
+stream. The pydoc help topics come first in :func:`utils.text_corpus.python_docs_corpus` and
+their training documents alone give 820 rows, so the shipped SAE saw pydoc topics only (no
+docstrings); a pydoc topic held out by ``split_documents(pydoc_topics(), 0.1, seed=0)`` (the
+chapter's held-out text) is held out here too, since the split is decided per document.
 
 The maths (encoder, TopK, training loop, dead-latent resampling, evaluation) lives in
-:mod:`utils.reference.sparse_autoencoders`, which is blocked while answers are graded.
+:mod:`utils.reference.sparse_autoencoders`, which is blocked while answers are graded; this
+module imports it only inside the functions that train or evaluate.
 """
 
 from __future__ import annotations
@@ -34,11 +52,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from utils.paths import WEIGHTS_DIR
-from utils.reference import sparse_autoencoders as ref
 
 DEFAULT_NAME = "sae_smollm2_l12"
 WEIGHTS_FILE = "sae.safetensors"
 SUMS_FILE = "SHA256SUMS"
+SAE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 # Everything that defines the shipped SAE; ``--retrain`` reproduces it from these.
 RECIPE: dict[str, Any] = {
@@ -89,6 +107,16 @@ def verify_checksums(folder: Path) -> None:
                 "repository or rebuild it with `python -m utils.sae --retrain`")
 
 
+def shipped_sae_config(name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """The shipped SAE's ``config.json`` (recipe, hook, quality figures), without its weights.
+
+    Cheap and free of reference code: the chapter's setup cell takes ``layer`` and
+    ``hook_name`` from it. Checksums are verified when the weights are loaded
+    (:func:`load_pretrained_sae`).
+    """
+    return json.loads((sae_dir(name) / "config.json").read_text())
+
+
 def load_pretrained_sae(name: str = DEFAULT_NAME) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The shipped SAE as ``(sae dict of fp32 tensors, config dict)``; checksums verified."""
     from safetensors.torch import load_file
@@ -96,7 +124,7 @@ def load_pretrained_sae(name: str = DEFAULT_NAME) -> tuple[dict[str, Tensor], di
     folder = sae_dir(name)
     verify_checksums(folder)
     tensors = load_file(str(folder / WEIGHTS_FILE))
-    sae = {key: tensors[key].float() for key in ref.SAE_KEYS}
+    sae = {key: tensors[key].float() for key in SAE_KEYS}
     config = json.loads((folder / "config.json").read_text())
     return sae, config
 
@@ -107,7 +135,7 @@ def save_sae(sae: dict[str, Tensor], config: dict[str, Any], log: dict[str, Any]
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({key: sae[key].detach().to(torch.float16).contiguous() for key in ref.SAE_KEYS},
+    save_file({key: sae[key].detach().to(torch.float16).contiguous() for key in SAE_KEYS},
               str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
@@ -154,10 +182,17 @@ def fold_input_scale(sae: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
             "W_dec": sae["W_dec"].clone(), "b_dec": sae["b_dec"] / scale}
 
 
-def _corpus_tokens(model, recipe: dict[str, Any]) -> tuple[Tensor, Tensor]:
-    from utils.text_corpus import python_docs_corpus, split_documents, token_sequences
+def corpus_split() -> tuple[list[str], list[str]]:
+    """(train, held-out) documents of the shipped SAE: ``RECIPE["corpus"]``."""
+    from utils.text_corpus import python_docs_corpus, split_documents
 
-    train_docs, test_docs = split_documents(python_docs_corpus(), test_fraction=0.1, seed=0)
+    return split_documents(python_docs_corpus(), test_fraction=0.1, seed=0)
+
+
+def _corpus_tokens(model, recipe: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    from utils.text_corpus import token_sequences
+
+    train_docs, test_docs = corpus_split()
     bos = model.tokenizer.bos_token_id
     bos = 1 if bos is None else bos
     train = token_sequences(model.tokenizer, train_docs, recipe["seq_len"],
@@ -172,6 +207,7 @@ def retrain(recipe: dict[str, Any] = RECIPE, folder: Path | None = None,
     """Rebuild the shipped SAE from ``recipe`` (deterministic for a given machine/torch)."""
     from tqdm.auto import tqdm
 
+    from utils.reference import sparse_autoencoders as ref
     from utils.smollm2 import load_smollm2
 
     folder = sae_dir() if folder is None else folder
@@ -203,14 +239,14 @@ def retrain(recipe: dict[str, Any] = RECIPE, folder: Path | None = None,
         trained = ref.train_sae(acts, recipe["d_sae"], n, recipe["batch_size"], recipe["lr"],
                                 0.0, recipe["k"], seed=recipe["seed"] + phase, init=sae,
                                 on_step=on_step)
-        sae = {key: trained[key] for key in ref.SAE_KEYS}
+        sae = {key: trained[key] for key in SAE_KEYS}
         steps_done = end
         if end in recipe["resample_at"]:
             sample = acts[torch.randint(0, acts.shape[0], (16384,), generator=gen)]
             latents = ref.sae_encode(sample, sae, recipe["k"])
             new = ref.resample_dead_latents(sample, latents, sae)
             log["resampled"].append([end, int(new["dead"].sum())])
-            sae = {key: new[key] for key in ref.SAE_KEYS}
+            sae = {key: new[key] for key in SAE_KEYS}
     bar.close()
     train_s = time.perf_counter() - t1
     sae = fold_input_scale(sae, scale)
@@ -229,6 +265,8 @@ def retrain(recipe: dict[str, Any] = RECIPE, folder: Path | None = None,
 def evaluate(model, tokens: Int[Tensor, "batch pos"], sae: dict[str, Tensor],
              recipe: dict[str, Any], batch_size: int = 8) -> dict[str, float]:
     """Quality figures on held-out rows: L0, FVU, CE recovered, dead fraction."""
+    from utils.reference import sparse_autoencoders as ref
+
     rows = []
     for start in range(0, tokens.shape[0], batch_size):
         rows.append(ref.evaluate_sae(model, tokens[start:start + batch_size],
@@ -262,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             from safetensors.torch import load_file
 
             raw = load_file(str(folder / WEIGHTS_FILE))
-            sae = {key: raw[key].float() for key in ref.SAE_KEYS}
+            sae = {key: raw[key].float() for key in SAE_KEYS}
             config = json.loads((folder / "config.json").read_text())
         model = load_smollm2()
         _, eval_tokens = _corpus_tokens(model, config)

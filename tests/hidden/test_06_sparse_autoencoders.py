@@ -60,8 +60,12 @@ def test_train_toy_model(submission):
     # Importance in a shuffled order: the two most important features are 1 and 4.
     importance = torch.tensor([0.3, 1.0, 0.6, 0.45, 0.8, 0.2])
     probs = torch.tensor([1.0, 0.02])
+    # lr 5e-2 for 400 steps converges for every seed tried (0-24) with the reference and with
+    # correct trainers that draw their random numbers in another order: the dense norms were
+    # >= 0.98 (kept) and <= 0.21 (dropped), the sparse instance had >= 4 features above 0.7 and
+    # a squared Frobenius norm >= 4.0. The bounds below keep a margin on each.
     out = _expect_dict(train_toy_model(probs, importance, n_hidden=2, steps=400, batch_size=256,
-                                       lr=2e-2, seed=2),
+                                       lr=5e-2, seed=2),
                        "train_toy_model", ["W", "b_final", "losses"])
     W = expect_tensor(out["W"], "train_toy_model()['W']", "instances d_hidden features", (2, 2, 6))
     expect_tensor(out["b_final"], "train_toy_model()['b_final']", "instances features", (2, 6))
@@ -81,12 +85,16 @@ def test_train_toy_model(submission):
             f"{[round(v, 2) for v in dense.tolist()]}. Is the loss weighted by importance, "
             "and are features present with probability p (not 1 - p)?")
     sparse = norms[1]
-    if int((sparse > 0.7).sum()) < 4:
+    # A linear model (no ReLU) is a projection at best: its squared norms sum to about
+    # d_hidden = 2. Superposition packs more features in: well above 2.
+    squared_total = float(sparse.pow(2).sum())
+    if int((sparse > 0.7).sum()) < 3 or squared_total < 3.0:
         raise AssertionError(
-            "train_toy_model: with sparse features (p = 0.02) the model should superpose at "
-            "least 4 of the 6 features in its 2 dimensions; learned feature norms "
-            f"{[round(v, 2) for v in sparse.tolist()]}. Check the ReLU on the output and the "
-            "sparsity of the data.")
+            "train_toy_model: with sparse features (p = 0.02) the model should superpose "
+            "features in its 2 dimensions: at least 3 of the 6 with norm > 0.7, squared norms "
+            f"summing to well over 2; learned feature norms "
+            f"{[round(v, 2) for v in sparse.tolist()]} (squared sum {squared_total:.2f}). "
+            "Check the ReLU on the output and the sparsity of the data.")
 
 
 @points(2)
@@ -343,7 +351,7 @@ def test_steer_generation(submission):
 # ----------------------------------------------------------------------- mutants
 _TRAIN_TOY = '''import math
 import torch as t
-def train_toy_model(feature_probability, importance, n_hidden, steps=2000, batch_size=1024, lr=1e-2, seed=0):
+def train_toy_model(feature_probability, importance, n_hidden, steps=2000, batch_size=1024, lr=1e-2, seed=0, progress=False):
     gen = t.Generator().manual_seed(seed)
     n_inst, n_feat = feature_probability.shape[0], importance.shape[0]
     W = (t.randn(n_inst, n_hidden, n_feat, generator=gen) * math.sqrt(2 / (n_hidden + n_feat))).requires_grad_(True)
@@ -403,7 +411,7 @@ def _forward_mutant(topk_dim="-1", recon="(xh - x).pow(2).sum(-1).mean()",
 
 
 _TRAIN_SAE = '''import torch as t
-def train_sae(activations, n_latents, steps, batch_size=256, lr=1e-2, l1_coeff=0.0, k=None, seed=0, init=None):
+def train_sae(activations, n_latents, steps, batch_size=256, lr=1e-2, l1_coeff=0.0, k=None, seed=0, init=None, progress=False):
     gen = t.Generator().manual_seed(seed)
     if INIT_CHECK:
         W_dec = t.randn(n_latents, activations.shape[1], generator=gen)

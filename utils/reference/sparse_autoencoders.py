@@ -2,7 +2,8 @@
 
 Written independently of the solution notebook; the hidden checks compare learners' answers
 with these, and :mod:`utils.sae` builds the shipped SAE with them. This package is blocked in
-the grading sandbox, so an answer that calls into it (or into :mod:`utils.sae`) cannot run.
+the grading sandbox, so an answer that calls into it (or into the functions of
+:mod:`utils.sae` that train or evaluate, which import it when called) cannot run.
 
 An SAE is a plain dict of tensors throughout the chapter::
 
