@@ -135,6 +135,38 @@ def test_training_is_bit_identical_for_a_seed():
     assert a.hyperparameters["seed"] == 11
 
 
+def test_callback_is_logged_and_time_guard_stops_at_a_prefix():
+    calls = []
+
+    def callback(model):
+        assert not model.training and not torch.is_grad_enabled()
+        calls.append(1)
+        return {"extra_metric": 1.5}
+
+    full = train_attn_only(TINY, steps=15, seed=11, callback=callback, **TINY_KW)
+    assert len(calls) == len(full.log) == 2
+    assert all(entry["extra_metric"] == 1.5 for entry in full.log)
+    assert full.steps_done == 15 and not full.stopped_early
+
+    # max_seconds=0: the projection exceeds the budget as soon as the guard looks (step 3).
+    stopped = train_attn_only(TINY, steps=15, seed=11, max_seconds=0.0, guard_steps=3, **TINY_KW)
+    assert stopped.stopped_early and stopped.steps_done == 3
+    assert [entry["step"] for entry in stopped.log] == [0, 3]
+    short = train_attn_only(TINY, steps=3, seed=11, **TINY_KW)
+    assert state_dicts_equal(stopped.model.state_dict(), short.model.state_dict())
+    assert not stopped.model.training
+
+    # a generous budget changes nothing
+    roomy = train_attn_only(TINY, steps=15, seed=11, max_seconds=1e6, guard_steps=3, **TINY_KW)
+    assert not roomy.stopped_early
+    assert state_dicts_equal(roomy.model.state_dict(), full.model.state_dict())
+
+    with pytest.raises(ValueError, match="clash"):
+        train_attn_only(TINY, steps=1, seed=11, callback=lambda model: {"step": 0}, **TINY_KW)
+    with pytest.raises(TypeError, match="dict"):
+        train_attn_only(TINY, steps=1, seed=11, callback=lambda model: 1.0, **TINY_KW)
+
+
 def test_recipe_is_json_friendly():
     import json
 

@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,13 +110,19 @@ def deterministic_torch(num_threads: int | None = None) -> Iterator[None]:
 
 @dataclass
 class TrainResult:
-    """What :func:`train_attn_only` returns. ``model`` is in eval mode."""
+    """What :func:`train_attn_only` returns. ``model`` is in eval mode.
+
+    ``steps_done`` is the number of optimiser steps taken: ``hyperparameters["steps"]``
+    unless the ``max_seconds`` time guard stopped the run early (``stopped_early``).
+    """
 
     model: Any
     cfg: dict[str, Any]
     hyperparameters: dict[str, Any]
     log: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    steps_done: int = 0
+    stopped_early: bool = False
 
 
 def _half_losses(
@@ -202,6 +208,9 @@ def train_attn_only(
     heldout_half_len: int | None = None,
     num_threads: int | None = None,
     progress: bool = True,
+    callback: Callable[[Any], dict[str, Any]] | None = None,
+    max_seconds: float | None = None,
+    guard_steps: int = 20,
 ) -> TrainResult:
     """Train a toy model from ``make_toy_model(cfg, seed)`` on :func:`training_mixture` data.
 
@@ -215,6 +224,15 @@ def train_attn_only(
     previous-token score in layer 0 and the best induction score in layer 1 (with head
     indices), all heads' scores, and ``elapsed_s``. ``num_threads`` pins the thread count for
     determinism (``None`` leaves it alone).
+
+    ``callback(model)``, if given, is called at every log point (model in eval mode, no
+    gradients) and must return a dict of extra entries for the log (keys must not clash with
+    the built-in ones). It does not touch the training data or the optimiser, so it cannot
+    change the run. ``max_seconds`` is a time guard: from ``guard_steps`` steps on, after every
+    step the projected total time (elapsed + mean time per step so far x steps left) is
+    compared with it, and if it is exceeded training stops there, logs a final entry and
+    returns with ``stopped_early=True``. Stopping early never changes the steps already
+    taken: the log is a prefix of the full run's.
     """
     n_ctx = cfg["n_ctx"]
     d_vocab = cfg["d_vocab"]
@@ -263,12 +281,29 @@ def train_attn_only(
                 "lr": _lr_at(max(step - 1, 0), lr, warmup_steps, steps),
             }
             entry.update(evaluate_heads(model, heldout, heldout_half_len))
+            if callback is not None:
+                was_training = model.training
+                model.eval()
+                try:
+                    with torch.no_grad():
+                        extra = callback(model)
+                finally:
+                    model.train(was_training)
+                if not isinstance(extra, dict):
+                    raise TypeError(f"callback must return a dict, got {type(extra).__name__}")
+                clash = sorted(set(extra) & (set(entry) | {"elapsed_s"}))
+                if clash:
+                    raise ValueError(f"callback keys {clash} clash with the built-in log keys")
+                entry.update(extra)
             entry["elapsed_s"] = round(time.perf_counter() - start, 2)
             log.append(entry)
             return entry
 
         record(0, [])
         losses: list[float] = []
+        done = 0
+        stopped_early = False
+        loop_start = time.perf_counter()
         bar = tqdm(range(steps), desc="training", disable=not progress, mininterval=1.0)
         for step in bar:
             tokens = training_mixture(
@@ -296,12 +331,40 @@ def train_attn_only(
                     prev=f"{entry['prev_token_score_layer0']:.2f}",
                     ind=f"{entry.get('induction_score_layer1', float('nan')):.2f}",
                 )
+            if max_seconds is not None and done >= guard_steps and done < steps:
+                now = time.perf_counter()
+                projected = (now - start) + (now - loop_start) / done * (steps - done)
+                if projected > max_seconds:
+                    stopped_early = True
+                    if losses:
+                        record(done, losses)
+                    break
         bar.close()
         model.eval()
+        model.zero_grad(set_to_none=True)
+        del opt, params
+    _release_freed_memory()
     return TrainResult(
         model=model, cfg=dict(cfg), hyperparameters=hyper, log=log,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, steps_done=done, stopped_early=stopped_early,
     )
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap that training freed back to the OS (glibc only; a no-op elsewhere).
+
+    The autograd graphs of a training run leave a few hundred MB of freed but fragmented heap
+    that glibc keeps; in a notebook that already holds SmolLM2 this counts against the memory
+    budget for the rest of the session.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
 
 
 def check_heads(

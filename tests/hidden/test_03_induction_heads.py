@@ -58,6 +58,11 @@ def _circuit() -> tuple[int, int, int]:
     return prev, int(ind[0]), int(ind[1])
 
 
+_CALLS_TRAINING_METRICS = re.compile(
+    r"\butils\s*\.\s*training\b|from\s+utils\s+import\s+[^\n]*\btraining\b"
+    r"|\bevaluate_heads\b|\bcheck_heads\b")
+
+
 def _no_reference_calls(submission, name: str) -> None:
     if _CALLS_REFERENCE.search(submission.sources.get(name, "")):
         raise SubmissionError(
@@ -221,7 +226,51 @@ def test_phase_change_steps(submission):
                     '"step" values, not list positions)')
 
 
+@points(2)
+def test_checkpoint_metrics(submission):
+    _no_reference_calls(submission, "checkpoint_metrics")
+    if _CALLS_TRAINING_METRICS.search(submission.sources.get("checkpoint_metrics", "")):
+        raise SubmissionError(
+            "checkpoint_metrics: compute the losses and scores yourself; an answer that calls "
+            "the training module's own evaluation (utils.training) earns no marks")
+    checkpoint_metrics = submission.function("checkpoint_metrics")
+    keys = {"loss_first_half", "loss_second_half", "prev_token_layer0", "induction_layer1"}
+    for batch, half_len, seed in [(3, 13, 3_009), (2, 17, 3_010)]:
+        tokens = _tokens(batch, half_len, seed)
+        got = checkpoint_metrics(sandbox_model(TOY), tokens, half_len)
+        if not isinstance(got, dict) or set(got) != keys:
+            raise SubmissionError(
+                f"checkpoint_metrics should return a dict with keys {sorted(keys)}; got "
+                + (f"keys {sorted(got)}" if isinstance(got, dict) else type(got).__name__))
+        expected = ref.checkpoint_metrics(_toy(), tokens, half_len)
+        for key in sorted(keys):
+            assert_number(got[key], expected[key], "checkpoint_metrics", atol=1e-4,
+                          what=f'"{key}" ({batch} sequences, half_len={half_len}, with a BOS)')
+
+
 # ------------------------------------------------------------------------- mutants
+_CHECKPOINT_TEMPLATE = '''import torch as t
+def checkpoint_metrics(model, tokens, half_len):
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    o = tokens.shape[1] - 2 * half_len
+    first = loss[:, o : o + half_len - 1].mean().item()
+    second = loss[:, {second}].mean().item()
+    seq = tokens.shape[1]
+    dest = t.arange(seq - half_len, seq)
+    p0, p1 = cache["pattern", 0], cache["pattern", 1]
+    prev = {prev}
+    ind = p1[:, :, dest, dest - {offset}].mean((0, 2))
+    return {{"loss_first_half": first, "loss_second_half": second,
+            "prev_token_layer0": prev.max().item(), "induction_layer1": ind.{reduce}().item()}}'''
+
+
+def _checkpoint_mutant(second="o + half_len : o + 2 * half_len - 1",
+                       prev="p0.diagonal(-1, -2, -1).mean((0, 2))", offset="half_len + 1",
+                       reduce="max") -> str:
+    return _CHECKPOINT_TEMPLATE.format(second=second, prev=prev, offset=offset, reduce=reduce)
+
+
 MUTANTS = {
     "per_token_loss": {
         "no_shift": '''def per_token_loss(logits, tokens):
@@ -438,6 +487,21 @@ def score_every_head(model, tokens, half_len):
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     o = tokens.shape[1] - 2 * half_len
     return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+    },
+    "checkpoint_metrics": {
+        "induction_stripe_at_half_len": _checkpoint_mutant(offset="half_len"),
+        "mean_over_heads_not_best": _checkpoint_mutant(reduce="mean"),
+        "second_half_includes_its_first_token": _checkpoint_mutant(
+            second="o + half_len - 1 : o + 2 * half_len - 1"),
+        "prev_token_counts_position_0": _checkpoint_mutant(
+            prev="p0.diagonal(-1, -2, -1).sum(-1).mean(0) / p0.shape[-1]"),
+        "calls_training_evaluation": '''from utils.training import evaluate_heads
+def checkpoint_metrics(model, tokens, half_len):
+    out = evaluate_heads(model, tokens, half_len)
+    return {"loss_first_half": out["heldout_loss_first_half"],
+            "loss_second_half": out["heldout_loss_second_half"],
+            "prev_token_layer0": out["prev_token_score_layer0"],
+            "induction_layer1": out["induction_score_layer1"]}''',
     },
     "phase_change_steps": {
         "returns_indices": '''def phase_change_steps(log, threshold=0.5):

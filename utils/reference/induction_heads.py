@@ -28,6 +28,7 @@ from utils.head_scores import induction_score, previous_token_score
 
 __all__ = [
     "ablated_repeated_loss",
+    "checkpoint_metrics",
     "composition_scores",
     "half_losses",
     "in_context_learning_score",
@@ -179,6 +180,26 @@ def path_ablated_loss(model: Any, tokens: Int[Tensor, "batch pos"], half_len: in
 
     logits = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
     return repeated_half_loss(logits, tokens, half_len)
+
+
+@torch.no_grad()
+def checkpoint_metrics(model: Any, tokens: Int[Tensor, "batch pos"], half_len: int
+                       ) -> dict[str, float]:
+    """What chapter 3 logs while growing the model, on one repeated-tokens batch.
+
+    ``loss_first_half`` / ``loss_second_half`` as in :func:`half_losses`;
+    ``prev_token_layer0``: the best previous-token score among layer 0's heads;
+    ``induction_layer1``: the best induction score among layer 1's heads.
+    """
+    logits, cache = model.run_with_cache(
+        tokens, names_filter=lambda name: name.endswith("attn.hook_pattern"))
+    first, second = half_losses(per_token_loss(logits, tokens), half_len)
+    return {
+        "loss_first_half": first,
+        "loss_second_half": second,
+        "prev_token_layer0": previous_token_score(cache["pattern", 0]).max().item(),
+        "induction_layer1": induction_score(cache["pattern", 1], half_len).max().item(),
+    }
 
 
 def phase_change_steps(log: list[dict[str, Any]], threshold: float = 0.5
