@@ -166,14 +166,12 @@ class Worker:
         if not callable(func):
             finish("error", f"your answer cell does not define a function named `{name}`")
         named = _named_arguments(func, args, kwargs)
-        snapshots = [snap for path, value in named for snap in _snapshot_tensors(value, path)]
-        watched = [watch for path, value in named for watch in _watch_objects(value, path)]
+        watched = [watch for path, value in named for watch in _watchers(value, path)]
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001
             finish("error", _format_exception(exc))
-        mutated = [path for path, before, tensor in snapshots if not _same(before, tensor)]
-        mutated += [change for watch in watched for change in watch.changes()]
+        mutated = [change for watch in watched for change in watch.changes()]
         sys.stdout.flush()
         finish("ok", result=result, mutated=mutated)
 
@@ -304,19 +302,15 @@ def _named_arguments(func, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
                 + [(f"argument `{name}`", value) for name, value in kwargs.items()])
 
 
-def _snapshot_tensors(value: Any, path: str):
-    import torch
+class _TensorWatch:
+    """Notices a tensor argument whose values, shape or dtype changed (compared with a copy, so
+    that edits through ``.data``, which do not bump the version counter, are caught too)."""
 
-    found = []
-    if isinstance(value, torch.Tensor):
-        found.append((path, value.detach().clone(), value))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            found += _snapshot_tensors(item, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            found += _snapshot_tensors(item, f"{path}[{key!r}]")
-    return found
+    def __init__(self, path: str, tensor) -> None:
+        self.path, self.tensor, self.before = path, tensor, tensor.detach().clone()
+
+    def changes(self) -> list[str]:
+        return [] if _same(self.before, self.tensor) else [self.path]
 
 
 class _CacheWatch:
@@ -381,22 +375,22 @@ def _count_hooks(model) -> int:
                + len(m._backward_pre_hooks) for m in model.modules() if isinstance(m, HookPoint))
 
 
-def _watch_objects(value: Any, path: str) -> list:
-    """Watches for the caches and models among a call's arguments (see ``_CacheWatch``)."""
+def _watchers(value: Any, path: str) -> list:
+    """A watcher for each tensor, activation cache and model among a call's arguments, found
+    inside lists, tuples and dicts too; each has ``changes()`` listing what the call altered."""
     import torch
 
+    if isinstance(value, torch.Tensor):
+        return [_TensorWatch(path, value)]
     if hasattr(value, "cache_dict") and isinstance(value.cache_dict, dict):
         return [_CacheWatch(path, value)]
     if isinstance(value, torch.nn.Module):
         return [_ModelWatch(path, value)]
-    found = []
     if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            found += _watch_objects(item, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            found += _watch_objects(item, f"{path}[{key!r}]")
-    return found
+        return [w for i, item in enumerate(value) for w in _watchers(item, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        return [w for key, item in value.items() for w in _watchers(item, f"{path}[{key!r}]")]
+    return []
 
 
 def _same(before, tensor) -> bool:
