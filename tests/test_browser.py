@@ -67,7 +67,7 @@ def jupyterlab(tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
          f"--port={port}", f"--IdentityProvider.token={token}", f"--notebook-dir={tmp_path}",
-         "--ServerApp.allow_root=True"],
+         "--ServerApp.allow_root=True", "--LabApp.expose_app_in_browser=True"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -85,6 +85,40 @@ def jupyterlab(tmp_path):
     server.wait(timeout=20)
 
 
+# The open notebook, read through JupyterLab's own model (window.jupyterapp): its kernel's
+# status, how many code cells have run, and any errors they raised.
+NOTEBOOK_STATE = """() => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell.currentWidget;
+  if (!panel || !panel.sessionContext || !panel.content || !panel.content.model) return null;
+  const state = {kernel: panel.sessionContext.kernelDisplayStatus, ran: 0, cells: 0, errors: []};
+  for (const cell of panel.content.model.cells) {
+    if (cell.type !== 'code') continue;
+    state.cells += 1;
+    if (cell.executionCount) state.ran += 1;
+    for (let i = 0; i < cell.outputs.length; i++) {
+      const out = cell.outputs.get(i).toJSON();
+      if (out.output_type === 'error') state.errors.push(out.ename + ': ' + out.evalue);
+    }
+  }
+  return state;
+}"""
+
+
+def _wait_for_view(page, timeout_s: float) -> dict:
+    """Poll until an attention view is visible; fail at once, saying why, if a cell raised."""
+    deadline = time.monotonic() + timeout_s
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = page.evaluate(NOTEBOOK_STATE) or {}
+        if state.get("errors"):
+            raise AssertionError(f"a cell raised in JupyterLab: {state}")
+        if page.locator(VIEW).count() and page.locator(VIEW).first.is_visible():
+            return state
+        time.sleep(2)
+    raise AssertionError(f"no attention view after {timeout_s:.0f} s; notebook state: {state}")
+
+
 def test_chapter_renders_attention_view_in_chromium(jupyterlab, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -95,24 +129,23 @@ def test_chapter_renders_attention_view_in_chromium(jupyterlab, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        page.wait_for_selector(".jp-Notebook", timeout=90_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                               timeout=120_000)
-        page.click(".jp-Notebook")
-        page.keyboard.press("Control+Shift+C")  # command palette
-        page.keyboard.type("Run All Cells")
-        page.wait_for_selector(".lm-CommandPalette-item:has-text('Run All Cells')")
-        page.keyboard.press("Enter")
         try:
-            view = page.wait_for_selector(VIEW, timeout=420_000)
+            page.goto(url)
+            page.wait_for_selector(".jp-Notebook", timeout=90_000)
+            # Run only once the notebook's kernel has started and is idle (the toolbar's
+            # indicator can read idle before a kernel is connected).
+            page.wait_for_function(f"() => {{ const s = ({NOTEBOOK_STATE})(); "
+                                   "return s && s.kernel === 'idle'; }", timeout=120_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            _wait_for_view(page, timeout_s=420)
+            page.wait_for_function(f"() => [...document.querySelectorAll(\"{VIEW}\")]"
+                                   ".some(e => e.querySelector('svg, canvas, table, div div'))",
+                                   timeout=60_000)
         except Exception:
             page.screenshot(path=str(artifacts / f"browser-{chapter.stem}-FAILED.png"),
                             full_page=True)
             raise
-        page.wait_for_function(f"() => [...document.querySelectorAll(\"{VIEW}\")]"
-                               ".some(e => e.querySelector('svg, canvas, table, div div'))",
-                               timeout=60_000)
+        view = page.locator(VIEW).first
         view.scroll_into_view_if_needed()
         page.screenshot(path=str(shot))
         browser.close()
