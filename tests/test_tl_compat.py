@@ -205,3 +205,68 @@ def test_course_models_stop_after_last_block(tokens):
     model = make_toy_model(dict(TINY), seed=0)
     with torch.no_grad():
         assert model(tokens, stop_at_layer=TINY["n_layers"]).shape[-1] == TINY["d_model"]
+
+
+def _block_calls(model):
+    """Counts forward calls of each block (a list, reset by the caller)."""
+    calls = [0] * len(model.blocks)
+    handles = [block.register_forward_pre_hook(lambda m, a, i=i: calls.__setitem__(i, calls[i] + 1))
+               for i, block in enumerate(model.blocks)]
+    return calls, handles
+
+
+def _resid_entering(cache, layer):
+    return cache["blocks.0.hook_resid_pre"] if layer == 0 else cache[
+        f"blocks.{layer - 1}.hook_resid_post"]
+
+
+@pytest.mark.parametrize("attn_only_model", [True, False])
+def test_run_from_layer_runs_only_the_blocks_above(attn_only_model, tokens):
+    overrides = {} if attn_only_model else dict(attn_only=False, act_fn="gelu", d_mlp=64)
+    model = _boot(**overrides).eval()
+    n = TINY["n_layers"]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+        calls, handles = _block_calls(model)
+        # Raw TL: start_at_layer=1 gives the right logits but still runs block 0.
+        assert torch.allclose(model(_resid_entering(cache, 1), start_at_layer=1), logits,
+                              atol=1e-5)
+        assert calls == [1, 1]
+        for layer in range(n + 1):
+            calls[:] = [0] * n
+            out = tl_compat.run_from_layer(model, _resid_entering(cache, layer), layer)
+            assert torch.allclose(out, logits, atol=1e-5), layer
+            assert calls == [0] * layer + [1] * (n - layer)
+            at = torch.tensor([3, 9])
+            picked = tl_compat.run_from_layer(model, _resid_entering(cache, layer), layer, at)
+            assert torch.allclose(picked, logits[torch.arange(2), at], atol=1e-5), layer
+        for h in handles:
+            h.remove()
+        # The model's own blocks are back, and a full forward pass is unchanged.
+        assert len(tl_compat._block_list(model)[0].get_submodule(
+            tl_compat._block_list(model)[1])) == n
+        assert torch.allclose(model(tokens), logits, atol=1e-6)
+        with pytest.raises(ValueError, match=r"expected resid \[batch, pos, d_model=32\]"):
+            tl_compat.run_from_layer(model, torch.zeros(2, 32), 1)
+        with pytest.raises(ValueError, match="layer must be in 0..2"):
+            tl_compat.run_from_layer(model, cache["blocks.0.hook_resid_pre"], 3)
+
+
+def test_run_from_layer_matches_a_hooked_smollm2_run(smol):
+    """An edit after block 26 of SmolLM2: the hooked full pass and the shortcut agree."""
+    tokens = smol.to_tokens(smollm2.IOI_PROMPT)
+    layer, push = 26, torch.randn(smol.cfg.d_model, generator=torch.Generator().manual_seed(0))
+
+    def edit(resid, hook):
+        resid = resid.clone()
+        resid[:, -1] += 10 * push
+        return resid
+
+    with torch.no_grad():
+        full = smol.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_resid_post", edit)])
+        _, cache = smol.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_post")
+        resid = edit(cache[f"blocks.{layer}.hook_resid_post"], None)
+        last = torch.tensor([tokens.shape[1] - 1])
+        out = tl_compat.run_from_layer(smol, resid, layer + 1, positions=last)
+    assert torch.allclose(out, full[:, -1], atol=1e-3)
+    assert not torch.allclose(full[:, -1], smol(tokens)[:, -1], atol=1e-1)  # the edit mattered

@@ -18,6 +18,7 @@ __all__ = [
     "expand_kv_heads",
     "get_act_patch_block_every",
     "has_resid_mid",
+    "run_from_layer",
     "stop_after_last_block",
 ]
 
@@ -73,6 +74,60 @@ def stop_after_last_block(model: Any) -> Any:
     for name in _STOPPABLE_METHODS:
         setattr(model, name, types.MethodType(_stopping_after_last_block(name), model))
     return model
+
+
+def _block_list(model: Any) -> tuple[Any, str]:
+    """(owner, attribute name) of the underlying model's list of blocks (the bridge's blocks)."""
+    for name, module in model.original_model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) and module[0] is model.blocks[0]:
+            owner_name, _, attr = name.rpartition(".")
+            return model.original_model.get_submodule(owner_name), attr
+    raise NotImplementedError(f"cannot find the list of blocks inside {type(model).__name__}")
+
+
+def run_from_layer(model: Any, resid: torch.Tensor, layer: int,
+                   positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits from ``resid [batch, pos, d_model]``, the residual stream entering block
+    ``layer`` (that is, ``blocks.{layer - 1}.hook_resid_post``), running blocks ``layer..``
+    only: ``[batch, pos, d_vocab]``, or with ``positions [batch]`` the logits at position
+    ``positions[i]`` of row ``i`` only, ``[batch, d_vocab]``. ``layer == n_layers`` runs just
+    the final norm and the unembedding.
+
+    Surprising: ``forward(resid, start_at_layer=layer)`` gives the same logits but still runs
+    blocks ``0..layer-1`` (on ``resid`` as if it were the embedding) and discards what they
+    produce, so it costs a full forward pass. Here the lower blocks are taken out of the
+    underlying model for the call, so an experiment that edits the residual stream after
+    layer 26 of 30 in many ways pays for the first 27 blocks once, not every time. Hooks on
+    the remaining blocks still fire. ``positions`` skips the unembedding elsewhere (for
+    SmolLM2's 49,152-token vocabulary, most of the cost of the last few blocks).
+    """
+    n_layers = len(model.blocks)
+    if not 0 <= layer <= n_layers:
+        raise ValueError(f"layer must be in 0..{n_layers}, got {layer}")
+    if resid.ndim != 3 or resid.shape[-1] != model.cfg.d_model:
+        raise ValueError(f"expected resid [batch, pos, d_model={model.cfg.d_model}], "
+                         f"got {list(resid.shape)}")
+    if positions is None and layer < n_layers:
+        return _with_blocks_from(model, layer, lambda: model(resid, start_at_layer=layer))
+    final = resid
+    if layer < n_layers:
+        with model.hooks(fwd_hooks=[("ln_final.hook_in", _raise_stop)]):
+            final = _with_blocks_from(model, layer, lambda: model(resid, start_at_layer=layer))
+    if positions is not None:
+        final = final[torch.arange(final.shape[0]), positions][:, None]
+    logits = model.unembed(model.ln_final(final))
+    return logits[:, 0] if positions is not None else logits
+
+
+def _with_blocks_from(model: Any, layer: int, call: Callable[[], Any]) -> Any:
+    """``call()`` with blocks ``0..layer-1`` removed from the underlying model."""
+    owner, attr = _block_list(model)
+    blocks = getattr(owner, attr)
+    setattr(owner, attr, torch.nn.ModuleList(list(blocks)[layer:]))
+    try:
+        return call()
+    finally:
+        setattr(owner, attr, blocks)
 
 
 def ensure_eval(model: Any) -> Any:
