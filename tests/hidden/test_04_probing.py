@@ -2,7 +2,11 @@
 
 Probe exercises are checked on small synthetic activations with a planted direction (no
 model), compared with the independent reference in ``utils.reference.probing`` through
-accuracies and behaviour rather than exact weights, so any correct optimiser passes.
+accuracies and behaviour rather than exact weights, so any correct optimiser passes
+(LBFGS, Newton, gradient descent and a half-converged Adam, 200 steps at lr 0.01, were
+checked). One probe case has test rows from a shifted distribution, so that standardising
+with test-row or all-row statistics changes the held-out accuracy by ~0.25: the leakage
+itself is what fails, not only an inconsistency between the returned weights and accuracy.
 The two model exercises run SmolLM2 on a few short prompts the notebook never uses.
 """
 
@@ -65,9 +69,43 @@ def _planted(n: int, d: int, frac_pos: float, seed: int, shift: float = 2.0
     return x, y
 
 
+def _shifted_test(n_train: int = 100, n_test: int = 400, d: int = 30, k: int = 3,
+                  seed: int = 1) -> tuple[torch.Tensor, ...]:
+    """A case where standardising with anything but the training rows changes the answer.
+
+    Class 1 moves along a direction in the first ``k`` dimensions; the other ``d - k`` are
+    noise. The held-out rows come from a shifted distribution: their noise dimensions are 8
+    times wider and offset by 2 (in units of the training spread). A probe standardised with
+    the training statistics keeps the small weights it fitted on those dimensions, and they
+    hurt it on the wide test rows (reference held-out accuracy ~0.61). Statistics over all
+    rows (or over the test rows) inflate the noise dimensions' std, which rescales their
+    penalty and shrinks their weights: that probe scores ~0.87 (all rows) and points elsewhere
+    (cosine ~0.56 with the reference); scoring test rows with their own statistics undoes the
+    shift and also scores ~0.87. Converged and half-converged optimisers (LBFGS, Newton, GD,
+    Adam 200 steps at lr 0.01) agree with the reference to within 0.01 here.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    scales = torch.rand(d, generator=gen) * 4 + 0.2
+    offsets = torch.randn(d, generator=gen) * 6
+    direction = torch.zeros(d)
+    direction[:k] = torch.randn(k, generator=gen)
+    direction /= direction.norm()
+
+    def draw(n: int, shifted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        y = (torch.rand(n, generator=gen) < 0.5).long()
+        x = torch.randn(n, d, generator=gen) + 2.5 * y[:, None] * direction
+        if shifted:
+            x[:, k:] = x[:, k:] * 8.0 + 2.0
+        return x * scales + offsets, y
+
+    return (*draw(n_train, False), *draw(n_test, True))
+
+
 @functools.cache
 def _probe_case(kind: str):
-    if kind == "imbalanced_test":
+    if kind == "shifted_test":
+        x_tr, y_tr, x_te, y_te = _shifted_test()
+    elif kind == "imbalanced_test":
         # 60 training rows in 30 dims (easy to overfit), 400 held-out rows, 80% positive.
         x_tr, y_tr = _planted(60, 30, 0.5, seed=1)
         x_te, y_te = _planted(400, 30, 0.8, seed=2)
@@ -99,6 +137,14 @@ def _check_probe_result(got, kind: str) -> None:
         raise SubmissionError("probe['b'] should be a number (or a one-element tensor)")
     test = ~is_train
     n_test = int(test.sum())
+    if kind == "shifted_test":
+        # Checked first, before any consistency check: this is the leakage signal.
+        assert_number(got["test_acc"], expected["test_acc"], "train_and_test_probe", atol=0.05,
+                      what=f"held-out accuracy on {n_test} rows whose noise dimensions are "
+                           "shifted and 8x wider than in training (a probe standardised with "
+                           "test-row or all-row statistics scores about 0.25 higher here: "
+                           "compute the mean and std from the training rows only, and use "
+                           "them for every row)")
     acc_from_weights = (((x.double() @ w.double() + b) > 0).long() == y)[test].double().mean()
     assert_number(got["test_acc"], acc_from_weights.item(), "train_and_test_probe", atol=1e-6,
                   what="test_acc (recomputed from your returned w and b on the held-out rows)")
@@ -112,10 +158,13 @@ def _check_probe_result(got, kind: str) -> None:
                   atol=1e-6, what="test_stderr = sqrt(acc (1 - acc) / n_test)")
     cos = torch.nn.functional.cosine_similarity(w.double(), expected["w"].double(), dim=0)
     if cos < 0.9:
+        leak = (" On this case the test rows are distributed differently from the training "
+                "rows: are the mean and std for standardising taken from the training rows "
+                "only?" if kind == "shifted_test" else "")
         raise SubmissionError(
             f"train_and_test_probe: your w points elsewhere than the regularised optimum "
             f"(cosine {cos:.2f}); is w in raw activation coordinates (w_std / std), is the "
-            "loss mean BCE + weight_decay * |w|^2, and did the optimiser converge?")
+            f"loss mean BCE + weight_decay * |w|^2, and did the optimiser converge?{leak}")
 
 
 @points(2)
@@ -136,7 +185,7 @@ def test_collect_resid_at_positions(submission):
 @points(3)
 def test_train_and_test_probe(submission):
     probe = submission.function("train_and_test_probe")
-    for kind in ("imbalanced_test", "balanced"):
+    for kind in ("shifted_test", "imbalanced_test", "balanced"):
         x, y, is_train, _ = _probe_case(kind)
         _check_probe_result(probe(x, y, is_train, 1e-2), kind)
 
@@ -327,6 +376,7 @@ MUTANTS = {
         "normalises_test_with_test_statistics": _PROBE.format(**{
             **_GOOD_PROBE, "recompute": "False",
             "z_test": "(x[test] - x[test].mean(0)) / (x[test].std(0) + 1e-6)"}),
+        "standardises_with_all_rows": _PROBE.format(**{**_GOOD_PROBE, "stats": "x"}),
         "stderr_over_all_rows": _PROBE.format(**{**_GOOD_PROBE, "n_se": "len(y)"}),
         "reports_training_accuracy": _PROBE.format(**{
             **_GOOD_PROBE, "z_test": "z", "recompute": "False"}).replace(
