@@ -92,6 +92,28 @@ def test_instructor_mode_refuses_without_sandbox(monkeypatch):
         grader.__enter__()
 
 
+def test_warm_up_runs_while_the_worker_starts(monkeypatch):
+    """The checks module's warm_up() is called after the worker is launched and before the
+    grader waits for it; a setup cell that fails still fails at the start, saying why."""
+    events = []
+    launch, wait = sandbox.Sandbox.launch, sandbox.Sandbox.wait_ready
+    monkeypatch.setattr(sandbox.Sandbox, "launch", lambda self: (events.append("launch"),
+                                                                 launch(self))[1])
+    monkeypatch.setattr(sandbox.Sandbox, "wait_ready", lambda self: (events.append("wait"),
+                                                                     wait(self))[1])
+    grader = Grader(FIXTURE.name, FIXTURE.checks, FIXTURE.chapters)
+    monkeypatch.setattr(grader.module, "warm_up", lambda: events.append("warm_up"),
+                        raising=False)
+    with grader:
+        assert events[:3] == ["launch", "warm_up", "wait"]
+        assert grader.grade_notebook(FIXTURE.solution_notebook).score > 0
+    broken = Grader(FIXTURE.name, FIXTURE.checks, FIXTURE.chapters)
+    broken.sandbox.setup_source = "import torch\nraise RuntimeError('setup broke')\n"
+    with pytest.raises(RuntimeError, match="could not start: .*setup broke"):
+        broken.__enter__()
+    assert broken.sandbox.process is None
+
+
 SIDE_EFFECTS = {
     "edits_tensor": ("def f(x, cache, model):\n    x += 1\n    return 0\n", "argument `x`"),
     "edits_cache": ("def f(x, cache, model):\n    cache['hook_embed'].mul_(2)\n    return 0\n",

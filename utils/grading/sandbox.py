@@ -88,9 +88,17 @@ class Sandbox:
         self.isolated = False
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.restarts = 0
+        self._starting = False
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """Start the worker and wait until it has run the setup cell."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the worker without waiting for it (its imports take seconds: the caller may
+        do its own work meanwhile, then call :meth:`wait_ready`)."""
         bwrap = bubblewrap_path()
         if bwrap is None and self.require_isolation:
             raise SandboxUnavailable(
@@ -125,6 +133,13 @@ class Sandbox:
         self.isolated = bwrap is not None
         codec.send_message(self._requests, {"op": "hello", "setup_source": self.setup_source,
                                             "blocked_modules": BLOCKED_MODULES})
+        self._starting = True
+
+    def wait_ready(self) -> None:
+        """Wait for a launched worker to report that it is ready; raise if it failed."""
+        if not self._starting:
+            return
+        self._starting = False
         reply = self._read_reply(STARTUP_TIMEOUT)
         if reply[0].get("op") != "ready":
             message = reply[0].get("message", "no answer")
@@ -132,6 +147,7 @@ class Sandbox:
             raise RuntimeError(f"the grading worker could not start: {message}")
 
     def close(self) -> None:
+        self._starting = False
         if self.process and self.process.poll() is None:
             try:
                 codec.send_message(self._requests, {"op": "bye"})
@@ -163,6 +179,7 @@ class Sandbox:
     def call(self, source: str, function: str, args: tuple, kwargs: dict, timeout: float,
              memory_mb: int) -> tuple[dict, Any]:
         """Run ``function`` from ``source`` on the arguments; return (reply header, value)."""
+        self.wait_ready()
         if self.process is None or self.process.poll() is not None:
             self.restart()
         tree, blob = codec.encode((tuple(args), dict(kwargs)))
