@@ -107,9 +107,7 @@ def run_from_layer(model: Any, resid: torch.Tensor, layer: int,
     if resid.ndim != 3 or resid.shape[-1] != model.cfg.d_model:
         raise ValueError(f"expected resid [batch, pos, d_model={model.cfg.d_model}], "
                          f"got {list(resid.shape)}")
-    if positions is None and layer < n_layers:
-        return _with_blocks_from(model, layer, lambda: model(resid, start_at_layer=layer))
-    final = resid
+    final = resid  # the residual stream after the last block, once the blocks have run
     if layer < n_layers:
         with model.hooks(fwd_hooks=[("ln_final.hook_in", _raise_stop)]):
             final = _with_blocks_from(model, layer, lambda: model(resid, start_at_layer=layer))
