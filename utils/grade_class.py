@@ -1,7 +1,8 @@
 """Grade a whole class: ``python -m utils.grade_class FOLDER --chapter CHAPTER [--jobs 2]``.
 
-``FOLDER`` holds one submission per student: ``<student>.ipynb`` or
-``<student>/<chapter>.ipynb``. Each of ``--jobs`` worker processes keeps one sandboxed
+``FOLDER`` holds one submission per student (layouts: :mod:`utils.submissions`); what is
+skipped is listed with the reason, and a student whose notebook cannot be chosen gets an error
+row. Each of ``--jobs`` worker processes keeps one sandboxed
 grader and takes the next student; one student's crash, loop or attack costs only that
 student's exercise. Prints a pass/fail table (students x exercises) and writes ``--csv``.
 """
@@ -16,19 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from utils.grading.runner import Grader, Report
+from utils.submissions import find_submissions, problem_report
 
 _grader: Grader | None = None
-
-
-def find_submissions(folder: Path, chapter: str) -> dict[str, Path]:
-    """Map student id -> notebook, for both accepted layouts."""
-    found = {}
-    for entry in sorted(Path(folder).iterdir()):
-        if entry.is_file() and entry.suffix == ".ipynb":
-            found[entry.stem] = entry
-        elif entry.is_dir() and (entry / f"{chapter}.ipynb").is_file():
-            found[entry.name] = entry / f"{chapter}.ipynb"
-    return found
 
 
 def _start_worker(chapter: str, checks: Path | None, released: Path | None,
@@ -49,11 +40,15 @@ def grade_class(folder: Path, chapter: str, jobs: int = 2, checks: Path | None =
                 released: Path | None = None, require_sandbox: bool = False
                 ) -> dict[str, Report]:
     """Grade every submission in ``folder``; returns student id -> report."""
-    submissions = find_submissions(folder, chapter)
+    found = find_submissions(folder, chapter)
+    submissions = found.notebooks
     with ProcessPoolExecutor(max_workers=jobs, initializer=_start_worker,
                              initargs=(chapter, checks, released, require_sandbox)) as pool:
-        reports = pool.map(_grade_one, [str(p) for p in submissions.values()])
-        return dict(zip(submissions, reports))
+        reports = dict(zip(submissions, pool.map(_grade_one, [str(p) for p in
+                                                              submissions.values()])))
+    reports.update({s: problem_report(chapter, checks, str(Path(folder) / s), problem)
+                    for s, problem in found.problems.items()})
+    return dict(sorted(reports.items()))
 
 
 def table(reports: dict[str, Report]) -> str:
@@ -77,7 +72,8 @@ def write_csv(reports: dict[str, Report], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["student", "score", "max_score", *exercises, "messages"])
         for student, r in reports.items():
-            messages = " | ".join(f"{e.id}: {e.message}" for e in r.exercises if e.message)
+            messages = " | ".join(e.message if e.message.startswith(f"{e.id}:")
+                                  else f"{e.id}: {e.message}" for e in r.exercises if e.message)
             writer.writerow([student, r.score, r.max_score,
                              *[e.points for e in r.exercises], messages])
 
@@ -99,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     reports = grade_class(args.folder, args.chapter, args.jobs, args.checks, args.released,
                           args.require_sandbox)
-    print(table(reports))
+    skipped = find_submissions(args.folder, args.chapter).report(args.folder)
+    print(table(reports) + (f"\n\n{skipped}" if skipped else ""))
     print(f"\ngraded {len(reports)} submission(s) in {time.monotonic() - started:.0f} s "
           f"with {args.jobs} job(s)")
     if args.csv:

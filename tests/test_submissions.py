@@ -1,0 +1,52 @@
+"""Finding learners' submissions: nobody dropped silently, nothing guessed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from utils.submissions import find_submissions
+
+CHAPTER = "02_qk_ov_circuits"
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+
+
+def test_every_layout_and_every_skip_has_a_reason(tmp_path):
+    _touch(tmp_path, "ada.ipynb", f"ben/{CHAPTER}.ipynb", f"eve/{CHAPTER}-Copy1.ipynb",
+           "gus/Untitled.ipynb", f"hal/{CHAPTER}/{CHAPTER}.ipynb",
+           f"ivy/{CHAPTER}.ipynb", "ivy/01_residual_stream.ipynb", "ivy/notes.txt",
+           "ivy/.ipynb_checkpoints/x.ipynb", "grades.csv", ".DS_Store",
+           f"{CHAPTER}.ipynb", "bad name.ipynb")
+    found = find_submissions(tmp_path, CHAPTER)
+    assert {k: str(v.relative_to(tmp_path)) for k, v in found.notebooks.items()} == {
+        "ada": "ada.ipynb", "ben": f"ben/{CHAPTER}.ipynb", "eve": f"eve/{CHAPTER}-Copy1.ipynb",
+        "gus": "gus/Untitled.ipynb", "hal": f"hal/{CHAPTER}/{CHAPTER}.ipynb",
+        "ivy": f"ivy/{CHAPTER}.ipynb"}
+    assert found.problems == {}
+    reasons = {str(s.path.relative_to(tmp_path)): s.reason for s in found.skipped}
+    assert reasons["grades.csv"] == "not a notebook"
+    assert reasons[".DS_Store"] == "hidden"
+    assert reasons["ivy/01_residual_stream.ipynb"] == "another chapter's notebook"
+    assert reasons["ivy/notes.txt"] == "not a notebook"
+    assert reasons["ivy/.ipynb_checkpoints"] == "hidden"
+    assert "named like a chapter" in reasons[f"{CHAPTER}.ipynb"]
+    assert "not a valid learner id" in reasons["bad name.ipynb"]
+    text = found.report(tmp_path)
+    assert "grades.csv" in text and "bad name.ipynb" in text
+
+
+def test_two_candidates_or_none_is_a_problem_row_not_a_guess(tmp_path):
+    _touch(tmp_path, f"fay/{CHAPTER}.ipynb", f"fay/{CHAPTER}-Copy1.ipynb", "joe/readme.md",
+           "kim.ipynb", "kim/Untitled.ipynb")
+    found = find_submissions(tmp_path, CHAPTER)
+    assert found.notebooks == {}
+    assert set(found.problems) == {"fay", "joe", "kim"} == set(found.learners)
+    assert "2 notebooks in fay/" in found.problems["fay"]
+    assert "no notebook" in found.problems["joe"]
+    assert "both kim.ipynb and a folder kim/" in found.problems["kim"]
+    assert "NOT GRADED fay" in found.report(tmp_path)
