@@ -27,3 +27,16 @@ def cache_dir() -> Path:
         path = base / "mech-interp-course"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def share_with_sandbox(folder: Path) -> None:
+    """Make ``folder`` readable by every user (the grading sandbox runs as ``nobody``).
+
+    Files written with ``mkdtemp`` or by safetensors are owner-only; the course's caches and
+    weights hold nothing private.
+    """
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        mode = path.stat().st_mode
+        wanted = mode | (0o555 if path.is_dir() else 0o444)
+        if mode != wanted and not path.is_symlink():
+            path.chmod(wanted)

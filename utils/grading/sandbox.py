@@ -2,17 +2,24 @@
 
 On Linux with bubblewrap (``bwrap``), the worker sees an allow-list of the file system,
 read-only: the system, the Python installation and virtualenv, the ``utils`` package (without
-``utils/reference``) and the model cache. The repository's ``tests/`` and ``solutions/``,
-the gradebook and other students' work are simply not there. It has no network, its own PID
-namespace, runs as ``nobody`` and writes only to a size-limited tmpfs. Without bubblewrap
-(a learner's laptop) it runs as a plain subprocess in an empty temporary folder: fine for
-self-grading, and every report says so.
+``utils/reference`` and without the modules a chapter's checks declare as answer keys) and the
+model cache. The repository's ``tests/`` and ``solutions/``, the gradebook and other students'
+work are simply not there. It has no network, its own PID namespace, may not create user
+namespaces, writes only to a size-limited tmpfs, and never runs as root: under a grader
+started as root the worker drops to ``nobody`` before it imports anything, so process limits
+hold. Without bubblewrap (a learner's laptop) it runs as a plain subprocess in an empty
+temporary folder: fine for self-grading, and every report says UNSANDBOXED.
+
+Every call gets a fresh child of the clean worker (see :mod:`utils.grading.worker`) and its
+own socket and output pipe, made here; replies are matched to their requests.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +34,11 @@ from utils.grading import codec
 BLOCKED_MODULES = ["utils.reference"]
 STARTUP_TIMEOUT = 240.0
 REPLY_MARGIN = 20.0  # seconds the worker may take beyond a call's own time limit
+OUTPUT_LIMIT = 8 * 1024 * 1024  # bytes of a call's prints read before its pipe is closed
+OUTPUT_TAIL = 2000
+RESULT_LIMIT = 256 * 1024 * 1024
+SANDBOX_UID = 65534  # nobody: graded code never runs as root
+SCRATCH_BYTES = 512 * 1024 * 1024
 
 
 class SandboxUnavailable(RuntimeError):
@@ -37,56 +49,166 @@ class WorkerDied(RuntimeError):
     """The worker process stopped answering (killed by the submission or by a limit)."""
 
 
+def _as_root() -> bool:
+    return os.getuid() == 0
+
+
+def _namespace_flags() -> list[str]:
+    """How the sandbox gets its namespaces and its user.
+
+    As an ordinary user, bubblewrap makes a user namespace in which the worker is ``nobody``
+    and which may not make further user namespaces. As root it mounts with root's rights, with
+    no user namespace, and the worker drops to the real ``nobody`` as its first act
+    (``COURSE_RUN_AS``): a user namespace would map ``nobody`` back to root, for whom the
+    kernel ignores process limits.
+    """
+    if _as_root():
+        return ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--setenv", "COURSE_RUN_AS", str(SANDBOX_UID)]
+    return ["--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid",
+            str(SANDBOX_UID), "--disable-userns"]
+
+
+_BWRAP: dict[str, str | None] = {}
+
+
 def bubblewrap_path() -> str | None:
-    """Path of a working ``bwrap`` binary, or ``None``."""
-    found = shutil.which("bwrap")
-    if not found:
-        return None
-    probe = subprocess.run(
-        [found, "--ro-bind", "/", "/", "--unshare-all", "--unshare-user", "--uid", "65534",
-         "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "true"],
-        capture_output=True,
-    )
-    return found if probe.returncode == 0 else None
+    """Path of a ``bwrap`` that can build the sandbox for this user, or ``None``."""
+    if "path" not in _BWRAP:
+        found = shutil.which("bwrap")
+        if found:
+            probe = subprocess.run(
+                [found, "--ro-bind", "/", "/", *_namespace_flags(), "--die-with-parent",
+                 "--proc", "/proc", "--dev", "/dev", "true"], capture_output=True)
+            found = found if probe.returncode == 0 else None
+        _BWRAP["path"] = found
+    return _BWRAP["path"]
 
 
-def _bwrap_command(bwrap: str, extra_ro: list[Path]) -> list[str]:
-    cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
-           "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev",
-           "--size", str(512 * 1024 * 1024), "--tmpfs", "/tmp"]
+def _readable_roots(extra: list[Path]) -> list[Path]:
+    """Folders the worker may read: system, Python, site-packages, utils, model cache."""
     system = ["/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin", "/etc"]
-    ro = [Path(p) for p in system] + [Path(sys.base_prefix), Path(sys.prefix)]
-    ro += [Path(p) for p in sys.path if p and Path(p).is_dir() and "site-packages" in p]
-    ro += [Path(paths.REPO_ROOT / "utils")] + extra_ro
-    seen: set[str] = set()
-    for path in ro:
-        real = os.path.realpath(path)
-        for p in {str(path), real}:
-            if p in seen or not os.path.exists(p):
-                continue
-            seen.add(p)
-            cmd += ["--ro-bind", p, p]
-    reference = paths.REPO_ROOT / "utils" / "reference"
-    if reference.exists():
-        cmd += ["--tmpfs", str(reference), "--remount-ro", str(reference)]
-    cmd += ["--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "COURSE_SANDBOXED", "1"]
+    roots = [Path(p) for p in system] + [Path(sys.base_prefix), Path(sys.prefix)]
+    roots += [Path(p) for p in sys.path if p and Path(p).is_dir() and "site-packages" in p]
+    return roots + [paths.REPO_ROOT / "utils", paths.cache_dir(), *extra]
+
+
+def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]) -> list[str]:
+    # --as-pid-1: no bubblewrap process inside the sandbox holds the worker's channel; as
+    # init, the worker cannot be killed from inside, and orphans come to it to be reaped.
+    cmd = [bwrap, *_namespace_flags(), "--as-pid-1", "--die-with-parent", "--new-session",
+           "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SCRATCH_BYTES),
+           "--tmpfs", "/tmp"]
+    binds: dict[str, str] = {}
+    for root in _readable_roots(extra_ro):
+        real = os.path.realpath(root)
+        if os.path.exists(real):
+            binds.setdefault(str(root), real)
+            binds.setdefault(real, real)
+    parents = sorted({str(p) for target in binds for p in Path(target).parents} - {"/"})
+    for parent in parents:  # traversable by the sandbox user (bubblewrap makes them 0700)
+        cmd += ["--perms", "0755", "--dir", parent]
+    for target, real in binds.items():
+        cmd += ["--ro-bind", real, target]
+    for path in hidden:  # answer keys: an empty, read-only folder or file in their place
+        if path.is_dir():
+            cmd += ["--tmpfs", str(path), "--remount-ro", str(path)]
+        elif path.is_file():
+            cmd += ["--ro-bind", "/dev/null", str(path)]
+    cmd += ["--chdir", "/", "--setenv", "HOME", "/tmp", "--setenv", "COURSE_SANDBOXED", "1",
+            "--setenv", "COURSE_SCRATCH", "/tmp"]
     return cmd
 
 
+def hidden_paths(modules: list[str]) -> list[Path]:
+    """The files of ``utils`` modules (and their bytecode) that graded code must not read."""
+    hidden = [paths.REPO_ROOT / "utils" / "reference"]
+    for module in modules:
+        parts = module.split(".")
+        if parts[0] != "utils" or len(parts) < 2:
+            raise ValueError(f"only utils modules can be hidden, not {module!r}")
+        source = paths.REPO_ROOT.joinpath(*parts).with_suffix(".py")
+        hidden.append(source)
+        hidden += sorted(source.parent.glob(f"__pycache__/{parts[-1]}.*.pyc"))
+    return hidden
+
+
+class _Tail:
+    """Drains a pipe in a thread, keeping the last bytes (and closing it past a limit)."""
+
+    def __init__(self, fd: int, keep: int, limit: int | None = None) -> None:
+        self.fd, self.keep, self.limit = fd, keep, limit
+        self.data: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.total = 0
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    break
+                self.total += len(chunk)
+                self.data.append(chunk)
+                self.size += len(chunk)
+                while self.size - len(self.data[0]) >= self.keep:
+                    self.size -= len(self.data.popleft())
+                if self.limit is not None and self.total > self.limit:
+                    break  # the writer gets EPIPE from now on
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+
+    def text(self, wait: float = 0.0) -> str:
+        self.thread.join(wait)
+        return b"".join(self.data)[-self.keep:].decode("utf-8", "replace")
+
+
+class _Result:
+    """Reads a call's reply from its own socket in a thread (one framed message)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.message: tuple[dict, bytes] | None = None
+        self.error = ""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            self.message = codec.read_message(self.sock.makefile("rb", buffering=0),
+                                              limit=RESULT_LIMIT)
+        except Exception as exc:  # noqa: BLE001 - whatever the child wrote is its problem
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def get(self, wait: float) -> tuple[dict, bytes] | None:
+        self.thread.join(wait)
+        self.sock.close()
+        return self.message if not self.thread.is_alive() else None
+
+
 class Sandbox:
-    """One worker process that runs submitted code for one notebook.
+    """The clean worker of one chapter; every call runs in a fresh child of it.
 
     ``require_isolation=True`` (instructors) refuses to run without bubblewrap.
+    ``hidden_modules`` names ``utils`` modules that hold this chapter's answers.
     """
 
     def __init__(self, setup_source: str, require_isolation: bool = False,
-                 extra_readable: list[Path] | None = None) -> None:
+                 extra_readable: list[Path] | None = None,
+                 hidden_modules: list[str] | None = None) -> None:
         self.setup_source = setup_source
         self.require_isolation = require_isolation
         self.extra_readable = [Path(p) for p in (extra_readable or [])]
+        self.hidden_modules = list(hidden_modules or [])
         self.process: subprocess.Popen | None = None
         self.isolated = False
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._control: socket.socket | None = None
+        self._stderr: _Tail | None = None
         self.restarts = 0
         self._starting = False
 
@@ -104,35 +226,43 @@ class Sandbox:
             raise SandboxUnavailable(
                 "bubblewrap (bwrap) is needed to grade untrusted submissions: "
                 "`apt-get install bubblewrap`, or pass --allow-unsandboxed for self-grading")
-        req_r, req_w = os.pipe()
-        rep_r, rep_w = os.pipe()
+        ours, theirs = socket.socketpair()
+        err_r, err_w = os.pipe()
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
                    COURSE_CACHE_DIR=str(paths.cache_dir()), TQDM_DISABLE="1",
-                   PYTHONWARNINGS="ignore")
-        env["COURSE_GRADER_FDS"] = f"{req_r},{rep_w}"
-        worker = [sys.executable, "-m", "utils.grading.worker"]
+                   PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=str(paths.REPO_ROOT),  # this checkout's utils, however installed
+                   COURSE_GRADER_FD=str(theirs.fileno()))
+        # -P: the working directory is never on sys.path, whatever a call leaves there.
+        worker = [sys.executable, "-P", "-m", "utils.grading.worker"]
         if bwrap:
-            cmd = _bwrap_command(bwrap, [paths.cache_dir(), *self.extra_readable]) + worker
+            if _as_root():  # the worker runs as nobody: it must be able to read the models
+                paths.share_with_sandbox(paths.cache_dir())
+            cmd = _bwrap_command(bwrap, self.extra_readable,
+                                 hidden_paths(self.hidden_modules)) + worker
             cwd = "/"
-            env["MPLCONFIGDIR"] = "/tmp"
+            env["MPLCONFIGDIR"] = "/tmp/.matplotlib"
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="grading-")
             cmd, cwd = worker, self._tmp.name
-            env.update(HOME=self._tmp.name, MPLCONFIGDIR=self._tmp.name,
-                       PYTHONPATH=str(paths.REPO_ROOT))
-        self.process = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, pass_fds=(req_r, rep_w),
-        )
-        os.close(req_r)
-        os.close(rep_w)
-        self._requests = os.fdopen(req_w, "wb")
-        self._replies = os.fdopen(rep_r, "rb")
+            env.update(HOME=self._tmp.name, MPLCONFIGDIR=self._tmp.name + "/.matplotlib",
+                       COURSE_SCRATCH=self._tmp.name)
+        try:
+            self.process = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err_w, pass_fds=(theirs.fileno(),))
+        finally:
+            theirs.close()
+            os.close(err_w)
+        self._control = ours
+        self._replies = ours.makefile("rb", buffering=0)
+        self._requests = ours.makefile("wb")
+        self._stderr = _Tail(err_r, 4000)
         self.isolated = bwrap is not None
-        codec.send_message(self._requests, {"op": "hello", "setup_source": self.setup_source,
-                                            "blocked_modules": BLOCKED_MODULES})
+        self._send({"op": "hello", "setup_source": self.setup_source,
+                    "blocked_modules": BLOCKED_MODULES + self.hidden_modules})
         self._starting = True
 
     def wait_ready(self) -> None:
@@ -140,7 +270,11 @@ class Sandbox:
         if not self._starting:
             return
         self._starting = False
-        reply = self._read_reply(STARTUP_TIMEOUT)
+        try:
+            reply = self._read_reply(STARTUP_TIMEOUT)
+        except WorkerDied as exc:
+            self.close()
+            raise RuntimeError(f"the grading worker could not start: {exc}") from None
         if reply[0].get("op") != "ready":
             message = reply[0].get("message", "no answer")
             self.close()
@@ -150,12 +284,15 @@ class Sandbox:
         self._starting = False
         if self.process and self.process.poll() is None:
             try:
-                codec.send_message(self._requests, {"op": "bye"})
+                self._send({"op": "bye"})
                 self.process.wait(timeout=5)
             except Exception:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if self._control:
+            self._control.close()
+            self._control = None
         if self._tmp:
             self._tmp.cleanup()
             self._tmp = None
@@ -164,7 +301,7 @@ class Sandbox:
         if self.process:
             self.process.kill()
             self.process.wait()
-        self.process = None
+        self.close()
         self.restarts += 1
         self.start()
 
@@ -175,32 +312,12 @@ class Sandbox:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # ------------------------------------------------------------ calls
-    def call(self, source: str, function: str, args: tuple, kwargs: dict, timeout: float,
-             memory_mb: int) -> tuple[dict, Any]:
-        """Run ``function`` from ``source`` on the arguments; return (reply header, value)."""
-        self.wait_ready()
-        if self.process is None or self.process.poll() is not None:
-            self.restart()
-        tree, blob = codec.encode((tuple(args), dict(kwargs)))
-        request = {"op": "call", "id": uuid.uuid4().hex[:12], "source": source,
-                   "function": function, "args": tree, "timeout": timeout,
-                   "memory_mb": memory_mb}
-        try:
-            codec.send_message(self._requests, request, blob)
-            header, out_blob = self._read_reply(timeout + REPLY_MARGIN)
-        except (WorkerDied, BrokenPipeError, EOFError, codec.EncodingError) as exc:
-            self.restart()
-            return {"status": "crashed", "message": f"your code broke the grading process ({exc})"
-                    }, None
-        value = None
-        if header.get("status") == "ok":
-            try:
-                value = codec.decode(header.get("result"), out_blob)
-            except Exception as exc:
-                header = {**header, "status": "error",
-                          "message": f"the returned value could not be read: {exc}"}
-        return header, value
+    # ------------------------------------------------------------ protocol
+    def _send(self, header: dict, blob: bytes = b"", fds: tuple[int, ...] = ()) -> None:
+        """A marker byte carrying ``fds``, then the framed message (see the worker)."""
+        self._requests.flush()
+        socket.send_fds(self._control, [b"M"], list(fds))
+        codec.send_message(self._requests, header, blob)
 
     def _read_reply(self, timeout: float) -> tuple[dict, bytes]:
         result: list = []
@@ -217,8 +334,92 @@ class Sandbox:
         if thread.is_alive():
             self.process.kill()
             thread.join(10)
-            raise WorkerDied(f"no answer within {timeout:.0f} s")
+            raise WorkerDied(f"no answer within {timeout:.0f} s{self._last_words()}")
         outcome = result[0] if result else None
         if outcome is None or isinstance(outcome, Exception):
-            raise WorkerDied(str(outcome or "the worker exited"))
+            raise WorkerDied(f"{outcome or 'the worker exited'}{self._last_words()}")
         return outcome
+
+    def _last_words(self) -> str:
+        """The tail of the worker's own error output, to say why it stopped."""
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        text = self._stderr.text(wait=1.0).strip() if self._stderr else ""
+        return f"; its last words: ...{text[-1500:]}" if text else ""
+
+    # ------------------------------------------------------------ calls
+    def call(self, source: str, function: str, args: tuple, kwargs: dict, timeout: float,
+             memory_mb: int) -> tuple[dict, Any]:
+        """Run ``function`` from ``source`` on the arguments; return (reply header, value).
+
+        The header's ``status`` is ``ok``, ``error``, ``timeout``, ``crashed`` or
+        ``internal`` (a fault on the trusted side); ``log`` holds the tail of what the
+        call printed.
+        """
+        self.wait_ready()
+        if self.process is None or self.process.poll() is not None:
+            self.restart()
+        tree, blob = codec.encode((tuple(args), dict(kwargs)))
+        call_id = uuid.uuid4().hex
+        ours, childs = socket.socketpair()
+        out_r, out_w = os.pipe()
+        output = _Tail(out_r, OUTPUT_TAIL, OUTPUT_LIMIT)
+        result = _Result(ours)
+        request = {"op": "call", "id": call_id, "function": function, "args": tree,
+                   "timeout": timeout, "memory_mb": memory_mb}
+        try:
+            try:
+                self._send(request, blob, fds=(childs.fileno(), out_w))
+            finally:  # the worker has its own copies now (or never will)
+                childs.close()
+                os.close(out_w)
+            threading.Thread(target=_send_source, args=(ours, source), daemon=True).start()
+            header, _ = self._read_reply(timeout + REPLY_MARGIN)
+        except (WorkerDied, OSError, EOFError, codec.EncodingError) as exc:
+            result.get(0)
+            self.restart()
+            return {"status": "crashed", "log": output.text(),
+                    "message": f"your code broke the grading process ({exc})"}, None
+        if header.get("id") != call_id:  # never trust a reply that is not for this call
+            self.restart()
+            return {"status": "crashed", "message": "the grading process answered out of turn",
+                    "log": output.text()}, None
+        return _outcome(header, result.get(2.0), output.text(wait=2.0))
+
+
+def _send_source(sock: socket.socket, source: str) -> None:
+    try:
+        with sock.makefile("wb") as stream:
+            codec.send_message(stream, {"source": source})
+    except OSError:
+        pass  # the child died first: its reply says so
+
+
+def _outcome(worker_header: dict, child_message: tuple[dict, bytes] | None, log: str
+             ) -> tuple[dict, Any]:
+    """Combine how the worker saw the call end with what the child sent (if anything)."""
+    status = worker_header.get("status")
+    base = {"seconds": worker_header.get("seconds"), "log": log}
+    if status == "internal":
+        return {**base, "status": "internal", "message": worker_header.get("message")}, None
+    if status == "timeout":
+        return {**base, "status": "timeout", "message": worker_header.get("message")}, None
+    if child_message is None:
+        return {**base, "status": "crashed", "message": worker_header.get("message")}, None
+    child, out_blob = child_message
+    if child.get("status") == "error":
+        return {**base, "status": "error", "message": str(child.get("message", ""))}, None
+    if child.get("status") != "ok":
+        return {**base, "status": "crashed", "message": "the answer tampered with the grader"}, None
+    try:
+        value = codec.decode(child.get("result"), out_blob)
+    except Exception as exc:  # noqa: BLE001
+        return {**base, "status": "error",
+                "message": f"the returned value could not be read: {exc}"}, None
+    mutated = child.get("mutated")
+    mutated = [str(m) for m in mutated] if isinstance(mutated, list) else []
+    return {**base, "status": "ok", "mutated": mutated}, value
+

@@ -1,13 +1,19 @@
-"""The grading worker: runs *inside* the sandbox, executes submitted code, returns data.
+"""The grading worker: runs *inside* the sandbox and executes submitted code, one call at a time.
 
-Started by :mod:`utils.grading.sandbox` as ``python -m utils.grading.worker``. It talks to
-the trusted grader over two pipes named in ``$COURSE_GRADER_FDS``; its own
-stdout/stderr go to a log. The worker itself only runs trusted code: the released chapter's
-setup cell and trusted ``utils`` recipes (models, caches). Every call of a submitted function
-runs in a forked child with its own memory, CPU, file-size and wall-clock limits, so an
-exception, ``sys.exit``, ``os._exit``, infinite loop, memory bomb or output flood costs that
-call only. Children send their result back through a pipe, encoded by
-:mod:`utils.grading.codec` (no pickle), and are killed with everything they spawned.
+Started by :mod:`utils.grading.sandbox` as ``python -P -m utils.grading.worker``. The worker
+is a *zygote*: it imports torch and the course, runs the released chapter's setup cell and
+builds trusted values (models, caches) - and never receives a byte of any submission. Each
+call of a submitted function runs in a child forked from that clean state:
+
+* the answer's source reaches the child, and its result leaves it, over a socket that the
+  trusted grader made for that call alone and handed to the child through the worker, which
+  never reads it; the child's output goes to a pipe that only the grader reads;
+* the worker is not dumpable, so no child can open ``/proc/<worker>/fd``, read or write its
+  memory, or trace it; nested user namespaces are disabled by the sandbox;
+* the child gets a fresh scratch folder as its cwd and ``$TMPDIR``; after the call every
+  process the call left is killed and the scratch space is wiped, so nothing written by one
+  call (one student) is seen by the next;
+* each child has its own memory, CPU, file-size and process limits and a wall-clock deadline.
 
 Each child also reports what the call did to its inputs: a tensor argument changed in place,
 an activation cache whose entries were edited, replaced or removed, a model whose weights were
@@ -17,21 +23,25 @@ of those would silently break every later cell, so the check counts them as fail
 
 from __future__ import annotations
 
+import ctypes
 import importlib
-import io
 import json
 import os
 import resource
 import select
+import shutil
 import signal
+import socket
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
-LOG_TAIL_BYTES = 2000
-CHILD_LOG_LIMIT = 8 * 1024 * 1024
-RESULT_LIMIT = 256 * 1024 * 1024
+CHILD_FILE_LIMIT = 8 * 1024 * 1024
+MAX_PROCESSES = 256
+WIPE_SECONDS = 20.0
+PR_SET_DUMPABLE = 4
 
 
 class _BlockedImporter:
@@ -47,17 +57,65 @@ class _BlockedImporter:
         return None
 
 
-class Worker:
-    def __init__(self, requests, replies, sandboxed: bool) -> None:
-        self.protocol_fds = (requests.fileno(), replies.fileno())
-        self.requests = requests
-        self.replies = replies
+class Zygote:
+    """Serves the trusted grader: set-up once, then one forked child per call."""
+
+    def __init__(self, control: socket.socket, sandboxed: bool, scratch: Path) -> None:
+        self.control = control
+        self.reader = control.makefile("rb", buffering=0)
+        self.writer = control.makefile("wb")
         self.sandboxed = sandboxed
+        self.scratch = scratch
         self.base_namespace: dict[str, Any] = {"__name__": "__main__"}
         self.recipes: dict[str, Any] = {}
         self.blocked: list[str] = []
+        self.ready = False
+        self.calls = 0
 
-    # ----------------------------------------------------------------- setup
+    # ----------------------------------------------------------------- protocol
+    def receive(self) -> tuple[dict, bytes, list[int]] | None:
+        """One request: a marker byte carrying 0-2 file descriptors, then a framed message."""
+        from utils.grading import codec
+
+        marker, fds, _, _ = socket.recv_fds(self.control, 1, 2)
+        if not marker:
+            return None
+        message = codec.read_message(self.reader)
+        if message is None:
+            return None
+        return message[0], message[1], fds
+
+    def reply(self, header: dict, blob: bytes = b"") -> None:
+        from utils.grading import codec
+
+        codec.send_message(self.writer, header, blob)
+
+    def serve(self) -> None:
+        while True:
+            request = self.receive()
+            if request is None:
+                return
+            header, blob, fds = request
+            op = header.get("op")
+            if op == "hello" and not self.ready:
+                try:
+                    self.hello(header)
+                    self.ready = True
+                    self.reply({"op": "ready", "pid": os.getpid()})
+                except BaseException as exc:  # noqa: BLE001
+                    self.reply({"op": "failed", "message": _format_exception(exc)})
+                    return
+            elif op == "call" and self.ready and len(fds) == 2:
+                self.call(header, blob, *fds)
+            elif op == "bye":
+                return
+            else:  # set-up is accepted once, calls only after it: anything else is not ours
+                for fd in fds:
+                    os.close(fd)
+                self.reply({"op": "refused", "id": header.get("id"),
+                            "message": f"request {op!r} refused"})
+
+    # ----------------------------------------------------------------- set-up
     def hello(self, header: dict) -> None:
         self.blocked = list(header.get("blocked_modules", []))
         for name in list(sys.modules):
@@ -68,7 +126,7 @@ class Worker:
         exec(compile(setup, "<setup cell>", "exec"), self.base_namespace)
 
     def resolve(self, recipe: str, kwargs: dict) -> Any:
-        """Build (once) the value a trusted ``utils`` recipe describes."""
+        """Build (once, in the clean worker) the value a trusted ``utils`` recipe describes."""
         key = recipe + json.dumps(_describe(kwargs), sort_keys=True)
         if key not in self.recipes:
             module_name, func_name = recipe.split(":")
@@ -81,139 +139,44 @@ class Worker:
         return self.recipes[key]
 
     # ----------------------------------------------------------------- calls
-    def call(self, header: dict, blob: bytes) -> None:
+    def call(self, header: dict, blob: bytes, channel_fd: int, output_fd: int) -> None:
+        """Fork a child for one call; wait for it; clean up after it; say how it ended."""
         from utils.grading import codec
 
+        self.calls += 1
         try:
             args, kwargs = codec.decode(header["args"], blob, self.resolve)
         except Exception as exc:  # trusted side failed: report as internal error
+            os.close(channel_fd)
+            os.close(output_fd)
             self.reply({"id": header["id"], "status": "internal", "message": repr(exc)})
             return
-        read_fd, write_fd = os.pipe()
-        log_path = f"/tmp/call-{header['id']}.log"
+        workdir = self.scratch / f"call-{self.calls}"
         started = time.monotonic()
         pid = os.fork()
-        if pid == 0:  # ---- child: untrusted from here on
-            os.close(read_fd)
-            self._run_child(header, args, kwargs, write_fd, log_path)
-            os._exit(0)  # not reached
-        os.close(write_fd)
-        data, status, timed_out = self._collect(pid, read_fd, header["timeout"])
-        elapsed = time.monotonic() - started
-        self._kill_strays(pid)
-        tail = _tail(log_path)
-        reply: dict[str, Any] = {"id": header["id"], "seconds": round(elapsed, 3), "log": tail}
-        out_blob = b""
+        if pid == 0:  # ---- child: untrusted from the exec of the answer on
+            try:
+                _run_child(self, header, args, kwargs, channel_fd, output_fd, workdir)
+            finally:
+                os._exit(70)
+        os.close(channel_fd)
+        os.close(output_fd)
+        del args, kwargs
+        status, timed_out = _wait(pid, float(header["timeout"]))
+        self.clean_up(pid)
+        reply = {"id": header["id"], "seconds": round(time.monotonic() - started, 3)}
         if timed_out:
             reply.update(status="timeout", message=f"did not finish within {header['timeout']} s")
         else:
-            parsed = None
-            try:
-                parsed = codec.read_message(io.BytesIO(data)) if data else None
-            except Exception:
-                parsed = None
-            if parsed is None:
-                reply.update(status="crashed", message=_describe_exit(status))
-            else:
-                child_header, out_blob = parsed
-                reply.update({k: child_header.get(k) for k in ("status", "message", "result",
-                                                             "mutated")})
-                if reply["status"] not in ("ok", "error"):
-                    reply.update(status="crashed", message="the answer tampered with the grader")
-        self.reply(reply, out_blob)
+            reply.update(status="exited", message=_describe_exit(status),
+                         clean_exit=status is not None and os.WIFEXITED(status)
+                         and os.WEXITSTATUS(status) == 0)
+        self.reply(reply)
 
-    def _run_child(self, header, args, kwargs, write_fd, log_path) -> None:
-        from utils.grading import codec
-
-        os.setpgid(0, 0)
-        for fd in self.protocol_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        import torch
-
-        # OpenMP's thread pool does not survive fork(): a parallel region in the child would
-        # wait forever for threads that only exist in the parent. One thread is safe.
-        torch.set_num_threads(1)
-        _set_limits(header)
-        out = os.fdopen(write_fd, "wb")
-
-        def finish(status: str, message: str = "", result: Any = None, mutated=()):
-            tree, blob = None, b""
-            if status == "ok":
-                try:
-                    tree, blob = codec.encode(result)
-                except Exception as exc:  # unencodable return value
-                    status, message = "error", str(exc)
-            codec.send_message(out, {"status": status, "message": message, "result": tree,
-                                     "mutated": list(mutated)}, blob)
-            out.close()
-            os._exit(0)
-
-        namespace = dict(self.base_namespace)
-        name = header["function"]
-        try:
-            code = compile(header["source"], f"<your answer cell for {name}>", "exec")
-            exec(code, namespace)
-        except BaseException as exc:  # noqa: BLE001 - anything the submission raises
-            finish("error", "running your answer cell failed: " + _format_exception(exc))
-        func = namespace.get(name)
-        if not callable(func):
-            finish("error", f"your answer cell does not define a function named `{name}`")
-        named = _named_arguments(func, args, kwargs)
-        watched = [watch for path, value in named for watch in _watchers(value, path)]
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001
-            finish("error", _format_exception(exc))
-        mutated = [change for watch in watched for change in watch.changes()]
-        sys.stdout.flush()
-        finish("ok", result=result, mutated=mutated)
-
-    def _collect(self, pid: int, read_fd: int, timeout: float):
-        deadline = time.monotonic() + timeout
-        chunks, size, status, timed_out = [], 0, None, False
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([read_fd], [], [], min(remaining, 0.2))
-            if ready:
-                chunk = os.read(read_fd, 1 << 20)
-                if chunk:
-                    size += len(chunk)
-                    if size <= RESULT_LIMIT:
-                        chunks.append(chunk)
-                    continue
-            done, status_code = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = status_code
-                while True:  # drain what is left in the pipe
-                    ready, _, _ = select.select([read_fd], [], [], 0)
-                    chunk = os.read(read_fd, 1 << 20) if ready else b""
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                break
-        if timed_out:
-            _kill_group(pid)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        os.close(read_fd)
-        return b"".join(chunks), status, timed_out
-
-    def _kill_strays(self, pid: int) -> None:
-        """Kill whatever the child left behind (daemons, grandchildren)."""
+    def clean_up(self, pid: int) -> None:
+        """Kill every process the call left, then wipe the scratch space."""
         _kill_group(pid)
-        if self.sandboxed:  # own pid namespace: everything but init and us is the child's
+        if self.sandboxed:  # own pid namespace: everything but init and us is the call's
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
@@ -224,32 +187,95 @@ class Worker:
                     break
             except ChildProcessError:
                 break
+        deadline = time.monotonic() + WIPE_SECONDS
+        for entry in list(self.scratch.iterdir()):
+            if time.monotonic() > deadline:
+                sys.exit("the scratch space could not be wiped in time")
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        if any(self.scratch.iterdir()):
+            sys.exit("the scratch space could not be wiped")
 
-    def reply(self, header: dict, blob: bytes = b"") -> None:
-        from utils.grading import codec
 
-        codec.send_message(self.replies, header, blob)
+def _run_child(zygote: Zygote, header: dict, args, kwargs, channel_fd: int, output_fd: int,
+               workdir: Path) -> None:
+    """The forked child: read the answer over its own channel, run it, send the result back."""
+    import tempfile
 
-    def serve(self) -> None:
-        from utils.grading import codec
+    from utils.grading import codec
 
-        while True:
-            message = codec.read_message(self.requests)
-            if message is None:
-                return
-            header, blob = message
-            op = header.get("op")
-            if op == "hello":
-                try:
-                    self.hello(header)
-                    self.reply({"op": "ready", "pid": os.getpid()})
-                except BaseException as exc:  # noqa: BLE001
-                    self.reply({"op": "failed", "message": _format_exception(exc)})
-                    return
-            elif op == "call":
-                self.call(header, blob)
-            elif op == "bye":
-                return
+    os.setpgid(0, 0)
+    os.close(zygote.control.detach())  # the worker's channel: not the child's to use
+    sys.stdout.flush()
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)
+    workdir.mkdir(mode=0o700)
+    os.chdir(workdir)
+    os.environ.update(TMPDIR=str(workdir), HOME=str(workdir))
+    tempfile.tempdir = None
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    import torch
+
+    # The worker never starts a thread pool (OMP_NUM_THREADS=1), so an answer may ask for more
+    # threads safely; one is the default because the grader's jobs share the cores.
+    torch.set_num_threads(1)
+    _set_limits(header)
+    channel = socket.socket(fileno=channel_fd)
+    out = channel.makefile("wb")
+    request = codec.read_message(channel.makefile("rb", buffering=0))
+    source = request[0].get("source", "") if request else ""
+
+    def finish(status: str, message: str = "", result: Any = None, mutated=()):
+        tree, blob = None, b""
+        if status == "ok":
+            try:
+                tree, blob = codec.encode(result)
+            except Exception as exc:  # unencodable return value
+                status, message = "error", str(exc)
+        codec.send_message(out, {"status": status, "message": message, "result": tree,
+                                 "mutated": list(mutated)}, blob)
+        out.close()
+        os._exit(0)
+
+    namespace = dict(zygote.base_namespace)
+    name = header["function"]
+    del zygote
+    try:
+        code = compile(source, f"<your answer cell for {name}>", "exec")
+        exec(code, namespace)
+    except BaseException as exc:  # noqa: BLE001 - anything the submission raises
+        finish("error", "running your answer cell failed: " + _format_exception(exc))
+    func = namespace.get(name)
+    if not callable(func):
+        finish("error", f"your answer cell does not define a function named `{name}`")
+    named = _named_arguments(func, args, kwargs)
+    watched = [watch for path, value in named for watch in _watchers(value, path)]
+    try:
+        result = func(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001
+        finish("error", _format_exception(exc))
+    mutated = [change for watch in watched for change in watch.changes()]
+    sys.stdout.flush()
+    finish("ok", result=result, mutated=mutated)
+
+
+def _wait(pid: int, timeout: float) -> tuple[int | None, bool]:
+    """Wait for the child; kill its process group at the deadline. (status, timed_out)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], max(timeout, 0.0))
+    finally:
+        os.close(pidfd)
+    if not ready:
+        _kill_group(pid)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        status = None
+    return status, not ready
 
 
 def _set_limits(header: dict) -> None:
@@ -258,11 +284,12 @@ def _set_limits(header: dict) -> None:
     vm_now = vm_pages * resource.getpagesize()
     extra = int(header.get("memory_mb", 1024)) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (vm_now + extra, vm_now + extra))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (CHILD_LOG_LIMIT, CHILD_LOG_LIMIT))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (CHILD_FILE_LIMIT, CHILD_FILE_LIMIT))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     cpu = int(header["timeout"] * 2) + 5
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    if os.getuid() != 0:  # NPROC is ignored for root
-        resource.setrlimit(resource.RLIMIT_NPROC, (256, 256))
+    # Ignored for root: the sandbox never runs graded code as root (see sandbox.py).
+    resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
 
 
 def _kill_group(pid: int) -> None:
@@ -429,30 +456,70 @@ def _describe_exit(status) -> str:
     return f"your code ended the process (exit status {code}, e.g. os._exit) before returning"
 
 
-def _tail(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            text = f.read().decode("utf-8", "replace")
-        os.unlink(path)
-        return text
-    except OSError:
-        return ""
+# seccomp: refuse new user namespaces (unshare/clone with CLONE_NEWUSER); clone3 passes its
+# flags in memory a filter cannot read, so it gets ENOSYS and libc falls back to clone.
+_SYSCALLS = {0xC000003E: (272, 56, 435),  # x86_64: unshare, clone, clone3
+             0xC00000B7: (97, 220, 435)}  # aarch64
+CLONE_NEWUSER = 0x10000000
+
+
+def _forbid_user_namespaces() -> None:
+    """Install a seccomp filter (inherited by every child) that refuses new user namespaces."""
+    import platform
+    import struct
+
+    arch = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(platform.machine())
+    if arch is None:
+        return  # bubblewrap's --disable-userns still covers sandboxes made by ordinary users
+    unshare, clone, clone3 = _SYSCALLS[arch]
+    allow, enosys, eperm = 0x7FFF0000, 0x00050000 | 38, 0x00050000 | 1
+    ld_abs, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    program = [
+        (ld_abs, 0, 0, 4),             # 0: A = arch
+        (jeq, 0, 8, arch),             # 1: other arch -> allow (10)
+        (ld_abs, 0, 0, 0),             # 2: A = syscall number
+        (jeq, 3, 0, unshare),          # 3: -> flags (7)
+        (jeq, 2, 0, clone),            # 4: -> flags (7)
+        (jeq, 0, 4, clone3),           # 5: not clone3 -> allow (10)
+        (ret, 0, 0, enosys),           # 6
+        (ld_abs, 0, 0, 16),            # 7: A = low word of the first argument (the flags)
+        (jset, 0, 1, CLONE_NEWUSER),   # 8: CLONE_NEWUSER -> EPERM (9), else allow (10)
+        (ret, 0, 0, eperm),            # 9
+        (ret, 0, 0, allow),            # 10
+    ]
+    filters = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buffer = ctypes.create_string_buffer(filters)
+    fprog = struct.pack("HxxxxxxP", len(program), ctypes.addressof(buffer))
+    fprog_buffer = ctypes.create_string_buffer(fprog)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, fprog_buffer, 0, 0) != 0:
+        sys.exit(f"the worker could not install its seccomp filter (errno {ctypes.get_errno()})")
+
+
+def _drop_to(uid: int) -> None:
+    """Become ``uid`` for good (a sandbox started by root); every capability goes with it."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        sys.exit(f"the worker could not drop to uid {uid}")
 
 
 def main() -> None:
-    fd_in, fd_out = (int(x) for x in os.environ.pop("COURSE_GRADER_FDS").split(","))
-    requests = os.fdopen(fd_in, "rb")
-    replies = os.fdopen(fd_out, "wb")
-    # The worker's own prints must never reach the protocol: send them to /dev/null.
+    if os.environ.get("COURSE_RUN_AS"):
+        _drop_to(int(os.environ.pop("COURSE_RUN_AS")))
+    _forbid_user_namespaces()
+    control = socket.socket(fileno=int(os.environ.pop("COURSE_GRADER_FD")))
+    # Not dumpable: no process of the same user (no graded child) may open /proc/<worker>/fd
+    # or /proc/<worker>/mem, or attach to the worker with ptrace.
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        sys.exit("the worker could not make itself undumpable")
+    # The worker's own prints must never reach the protocol; its errors go to the grader.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
     sandboxed = os.environ.get("COURSE_SANDBOXED") == "1"
-    worker = Worker(requests, replies, sandboxed)
-    worker.serve()
+    scratch = Path(os.environ.get("COURSE_SCRATCH", "/tmp"))
+    Zygote(control, sandboxed, scratch).serve()
 
 
 if __name__ == "__main__":
