@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import pytest
+
+from utils.grading.sandbox import bubblewrap_path
 from utils.submissions import find_submissions
 
 CHAPTER = "02_qk_ov_circuits"
@@ -50,3 +54,27 @@ def test_two_candidates_or_none_is_a_problem_row_not_a_guess(tmp_path):
     assert "no notebook" in found.problems["joe"]
     assert "both kim.ipynb and a folder kim/" in found.problems["kim"]
     assert "NOT GRADED fay" in found.report(tmp_path)
+
+
+@pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")
+def test_grade_class_grades_a_copy_and_gives_an_ambiguous_folder_an_error_row(tmp_path):
+    from tests.course_layout import FIXTURE
+    from utils import grade_class, notebooks
+
+    chapter = FIXTURE.name
+    stub = notebooks.read_notebook(FIXTURE.student_notebook)
+    for name in (f"eve/{chapter}-Copy1.ipynb", "fay/a.ipynb", "fay/b.ipynb"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        notebooks.write_notebook(stub, tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not a submission")
+    reports = grade_class.grade_class(tmp_path, chapter, jobs=1, checks=FIXTURE.checks,
+                                      released=FIXTURE.chapters, require_sandbox=True)
+    assert list(reports) == ["eve", "fay"]
+    assert reports["eve"].notebook.endswith("-Copy1.ipynb") and not reports["eve"].errors
+    assert reports["fay"].score == 0 and "2 notebooks in fay/" in reports["fay"].errors[0]
+    grade_class.write_csv(reports, tmp_path / "class.csv")
+    rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "class.csv"))}
+    assert set(rows) == {"eve", "fay"} and "not graded: 2 notebooks" in rows["fay"]["messages"]
+    for message in rows["eve"]["messages"].split(" | "):  # each names its exercise once
+        exercise = message.split(":")[0]
+        assert message.count(f"{exercise}:") == 1, message
