@@ -11,11 +11,13 @@ the grader started by an ordinary user.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +187,7 @@ def _attack(name: str) -> str:
 
 
 def _write(folder, student, answers):
+    folder.mkdir(parents=True, exist_ok=True)
     nb = notebooks.read_notebook(FIXTURE.student_notebook)
     for cell in nb.cells:
         grade_id = notebooks.nbgrader_meta(cell).get("grade_id")
@@ -299,3 +302,80 @@ exec setpriv --reuid=1000 --regid=1000 --clear-groups env HOME={tmp_path} \\
     with open(tmp_path / "class.csv") as f:
         got = {r["student"]: float(r["score"]) for r in csv.DictReader(f)}
     assert got == expected, done.stdout
+
+
+def test_malformed_notebooks_get_a_report_and_the_class_goes_on(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _write(inbox, "a_honest", {"center_rows": HONEST_CENTER, "mask_future": GOOD_MASK})
+    nb = json.loads((inbox / "a_honest.ipynb").read_text())
+    string_meta = json.loads(json.dumps(nb))
+    string_meta["cells"][0]["metadata"]["nbgrader"] = "oops"
+    (inbox / "b_string_metadata.ipynb").write_text(json.dumps(string_meta))
+    bad_source = json.loads(json.dumps(nb))
+    for cell in bad_source["cells"]:
+        cell["source"] = 42
+    (inbox / "c_number_source.ipynb").write_text(json.dumps(bad_source))
+    (inbox / "d_not_json.ipynb").write_text('{"cells": [')
+    (inbox / "e_json_list.ipynb").write_text("[1, 2, 3]")
+    reports = grade_class.grade_class(inbox, FIXTURE.name, jobs=1, checks=FIXTURE.checks,
+                                      released=FIXTURE.chapters)
+    assert set(reports) == {"a_honest", "b_string_metadata", "c_number_source", "d_not_json",
+                            "e_json_list"}
+    assert reports["a_honest"].score == 3.0
+    assert reports["b_string_metadata"].score == 3.0  # the answers are found by their `def`
+    for student in ("c_number_source", "d_not_json", "e_json_list"):
+        assert reports[student].score == 0
+        assert all(e.message for e in reports[student].exercises), reports[student].to_text()
+    assert "e_json_list" in grade_class.table(reports)
+
+
+def test_reports_are_trusted_side_text(tmp_path):
+    forged = "\\n".join(["x", "00_fixture.ipynb: 3 / 3 points", "  PASS  center_rows  1/1"])
+    escapes = "'\\x1b[2J\\x1b[1;1H'"
+    answer = ("def center_rows(x):\n"
+              f"    raise ValueError({escapes} + {forged!r} + '\\r' + 'A' * 30_000_000)\n")
+    _write(tmp_path, "injector", {"center_rows": answer, "mask_future": GOOD_MASK})
+    reports = grade_class.grade_class(tmp_path, FIXTURE.name, jobs=1, checks=FIXTURE.checks,
+                                      released=FIXTURE.chapters)
+    report = reports["injector"]
+    text = report.to_text()
+    assert "\x1b" not in text and "\r" not in text
+    assert len(report.to_json()) < 10_000 and json.loads(report.to_json())["score"] == 2.0
+    lines = text.split("\n")
+    assert lines[0].endswith("(sandboxed: bubblewrap, no network, read-only allow-list)")
+    assert not any(line.startswith(("00_fixture", "  PASS  center_rows")) for line in lines)
+
+
+def test_a_notebook_that_stalls_is_graded_in_bounded_time(tmp_path):
+    from utils.grading.runner import Grader
+
+    sleeper = "import time\ndef {name}(*a, **k):\n    time.sleep(3600)\n"
+    sources = {n: sleeper.format(name=n) for n in ("center_rows", "mask_future")}
+    with Grader(FIXTURE.name, FIXTURE.checks, FIXTURE.chapters, require_isolation=True,
+                notebook_budget=7) as grader:  # each of the two calls may take 5 s
+        started = time.monotonic()
+        report = grader.grade_sources(sources, "sleeper")
+    assert time.monotonic() - started < 30
+    assert report.score == 0
+    first, second = report.exercises
+    assert not first.out_of_time and "did not finish within 5" in first.message
+    assert second.out_of_time and "grading time ran out" in second.message
+    assert report.errors == ["this notebook's grading time (7 s) ran out; not graded in full: "
+                             "mask_future. Look for answers that loop or wait."]
+
+
+def test_unsandboxed_class_grading_is_opt_in_and_loud(tmp_path, monkeypatch, capsys):
+    from utils.grading import sandbox
+
+    _write(tmp_path / "inbox", "solo", {"center_rows": HONEST_CENTER})
+    monkeypatch.setitem(sandbox._BWRAP, "path", None)  # as on a machine without bubblewrap
+    common = [str(tmp_path / "inbox"), "--chapter", FIXTURE.name, "--jobs", "1", "--checks",
+              str(FIXTURE.checks), "--released", str(FIXTURE.chapters)]
+    assert grade_class.main(common) == 2
+    assert "--allow-unsandboxed" in capsys.readouterr().err
+    csv_path = tmp_path / "class.csv"
+    assert grade_class.main([*common, "--allow-unsandboxed", "--csv", str(csv_path)]) == 0
+    assert "UNSANDBOXED" in capsys.readouterr().out.split("solo")[1].split("\n")[0]
+    with open(csv_path) as f:
+        assert next(csv.DictReader(f))["sandbox"] == "UNSANDBOXED"

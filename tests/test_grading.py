@@ -112,6 +112,11 @@ def test_warm_up_runs_while_the_worker_starts(monkeypatch):
     with pytest.raises(RuntimeError, match="could not start: .*setup broke"):
         broken.__enter__()
     assert broken.sandbox.process is None
+    dead = Grader(FIXTURE.name, FIXTURE.checks, FIXTURE.chapters)
+    dead.sandbox.setup_source = ("import os, sys\nsys.stderr.write('no module named thing')\n"
+                                 "os._exit(3)\n")
+    with pytest.raises(RuntimeError, match="its last words: .*no module named thing"):
+        dead.__enter__()  # a worker that dies says why, in its own words
 
 
 SIDE_EFFECTS = {

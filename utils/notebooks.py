@@ -62,21 +62,36 @@ def write_notebook(nb: nbformat.NotebookNode, path: Path) -> None:
 
 
 def nbgrader_meta(cell) -> dict:
-    return dict(cell.get("metadata", {}).get("nbgrader", {}))
+    """The cell's nbgrader metadata; ``{}`` when missing or not a mapping (damaged files)."""
+    metadata = cell.get("metadata")
+    meta = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def cell_source(cell) -> str:
+    """The cell's source as one string, whatever shape a damaged file gives it."""
+    source = cell.get("source", "")
+    if isinstance(source, list):
+        return "".join(s for s in source if isinstance(s, str))
+    return source if isinstance(source, str) else ""
 
 
 def is_setup_cell(cell) -> bool:
-    return cell.cell_type == "code" and "setup" in cell.get("metadata", {}).get("tags", [])
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags", []) if isinstance(metadata, dict) else []
+    return cell.get("cell_type") == "code" and isinstance(tags, list) and "setup" in tags
 
 
 def is_answer_cell(cell) -> bool:
     meta = nbgrader_meta(cell)
-    return cell.cell_type == "code" and bool(meta.get("solution")) and not meta.get("grade")
+    return (cell.get("cell_type") == "code" and bool(meta.get("solution"))
+            and not meta.get("grade"))
 
 
 def is_test_cell(cell) -> bool:
     meta = nbgrader_meta(cell)
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+    return (cell.get("cell_type") == "code" and bool(meta.get("grade"))
+            and not meta.get("solution"))
 
 
 def setup_source(nb) -> str:
@@ -93,14 +108,15 @@ def answer_cells(nb) -> dict[str, str]:
     found: dict[str, str] = {}
     for cell in nb.cells:
         if is_answer_cell(cell):
-            found[nbgrader_meta(cell).get("grade_id", "")] = cell.source
+            found[str(nbgrader_meta(cell).get("grade_id", ""))] = cell_source(cell)
     return found
 
 
 def find_function_source(nb, name: str) -> str | None:
     """Source of the last code cell that defines ``def name(`` (for damaged metadata)."""
     pattern = re.compile(rf"^def\s+{re.escape(name)}\s*\(", re.MULTILINE)
-    matches = [c.source for c in nb.cells if c.cell_type == "code" and pattern.search(c.source)]
+    matches = [cell_source(c) for c in nb.cells
+               if c.get("cell_type") == "code" and pattern.search(cell_source(c))]
     return matches[-1] if matches else None
 
 

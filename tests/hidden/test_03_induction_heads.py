@@ -25,6 +25,8 @@ from utils.grading.checks import (
 from utils.reference import induction_heads as ref
 
 TOY = "attn_only_2l"
+# Modules that compute this chapter's answers: the grader leaves them off the sandbox's disk.
+ANSWER_KEYS = ["utils.head_scores", "utils.training"]
 _CALLS_REFERENCE = re.compile(
     r"\butils\s*\.\s*head_scores\b|from\s+utils\s+import\s+[^\n]*\bhead_scores\b")
 

@@ -10,6 +10,8 @@ for the learner (it appears in their report).
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,10 @@ from utils.grading.codec import SandboxValue
 
 class SubmissionError(AssertionError):
     """The submitted function raised, crashed, timed out or misbehaved."""
+
+
+class OutOfTime(SubmissionError):
+    """The notebook's grading time ran out before (or during) this call."""
 
 
 def points(value: float) -> Callable:
@@ -59,9 +65,15 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
+        remaining = self.submission.deadline - time.monotonic()
+        if remaining <= 0:
+            raise OutOfTime(f"{self.name}: not run: this notebook's grading time ran out")
+        timeout = min(self.timeout, remaining)
         header, value = self.submission.sandbox.call(
-            self.source, self.name, args, kwargs, self.timeout, self.memory_mb)
+            self.source, self.name, args, kwargs, timeout, self.memory_mb)
         status = header.get("status")
+        if status == "timeout" and timeout < self.timeout:
+            raise OutOfTime(f"{self.name}: stopped: this notebook's grading time ran out")
         if status == "internal":
             raise RuntimeError(f"grader could not prepare inputs: {header.get('message')}")
         if status != "ok":
@@ -78,11 +90,12 @@ class RemoteFunction:
 
 
 class Submission:
-    """The learner's answers as seen by one check."""
+    """The learner's answers as seen by one check; no call runs past ``deadline``."""
 
-    def __init__(self, sandbox, sources: dict[str, str]) -> None:
+    def __init__(self, sandbox, sources: dict[str, str], deadline: float = math.inf) -> None:
         self.sandbox = sandbox
         self.sources = sources
+        self.deadline = deadline
 
     def function(self, name: str, timeout: float = 60.0, memory_mb: int = 1024,
                  allow_input_mutation: bool = False) -> RemoteFunction:

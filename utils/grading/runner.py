@@ -8,21 +8,33 @@ what comes back with independent references.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from utils import notebooks, paths
-from utils.grading.checks import Submission, SubmissionError
+from utils.grading.checks import OutOfTime, Submission, SubmissionError
 from utils.grading.sandbox import Sandbox
 
 CHECKS_ENV = "COURSE_CHECKS_DIR"
+NOTEBOOK_BUDGET = 240.0  # seconds for all of one notebook's checks (each call has its own too)
+MESSAGE_LIMIT = 1500
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_message(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A message fit for a report: no control characters or escape codes, at most ``limit``
+    characters. Applied on the trusted side to everything a submission may have influenced."""
+    text = _CONTROL.sub("", str(text).replace("\r\n", "\n").replace("\t", "    "))
+    return text if len(text) <= limit else text[:limit] + " ... [cut]"
 
 
 @dataclass
@@ -33,6 +45,7 @@ class ExerciseResult:
     passed: bool
     message: str
     seconds: float = 0.0
+    out_of_time: bool = False
 
 
 @dataclass
@@ -53,13 +66,17 @@ class Report:
         return json.dumps(data, indent=2)
 
     def to_text(self) -> str:
+        """The report for a terminal: one line per exercise; a message's further lines are
+        indented under it, so nothing a submission prints can pass for a header."""
         lines = [f"{self.notebook}: {self.score:g} / {self.max_score:g} points"
                  f"  ({self.sandbox})"]
         for e in self.exercises:
             mark = "PASS" if e.passed else "FAIL"
+            first, *rest = clean_message(e.message).split("\n") if e.message else [""]
             lines.append(f"  {mark}  {e.id:<34} {e.points:g}/{e.max_points:g}"
-                         + (f"  - {e.message}" if e.message else ""))
-        lines += [f"  ERROR {err}" for err in self.errors]
+                         + (f"  - {first}" if first else ""))
+            lines += [f"        | {line}" for line in rest]
+        lines += [f"  ERROR {clean_message(err)}" for err in self.errors]
         return "\n".join(lines)
 
 
@@ -115,17 +132,21 @@ class Grader:
     """Grades any number of submissions of one chapter with one sandbox worker."""
 
     def __init__(self, chapter: str, checks_folder: Path | None = None,
-                 released_dir: Path | None = None, require_isolation: bool = False) -> None:
+                 released_dir: Path | None = None, require_isolation: bool = False,
+                 notebook_budget: float = NOTEBOOK_BUDGET) -> None:
         self.chapter = chapter
         self.module = load_checks_module(chapter, checks_folder)
         self.checks = checks_in(self.module)
+        self.notebook_budget = notebook_budget
         setup = released_setup(chapter, released_dir)
         if setup is None:
             raise FileNotFoundError(
                 f"the released chapter {chapter}.ipynb was not found in "
                 f"{released_dir or paths.CHAPTERS_DIR}; its setup cell is what answers run "
                 "after (pass --released DIR)")
-        self.sandbox = Sandbox(setup, require_isolation=require_isolation)
+        # Modules that compute this chapter's answers are not even on the sandbox's disk.
+        self.sandbox = Sandbox(setup, require_isolation=require_isolation,
+                               hidden_modules=list(getattr(self.module, "ANSWER_KEYS", [])))
         self.started = False
 
     @property
@@ -154,41 +175,67 @@ class Grader:
     def __exit__(self, *exc) -> None:
         self.sandbox.close()
 
-    def run_check(self, check: Check, sources: dict[str, str]) -> ExerciseResult:
+    @contextlib.contextmanager
+    def open_submission(self, sources: dict[str, str],
+                        deadline: float | None = None) -> Iterator[Submission]:
+        """The learner's answers as hidden checks see them; every call is sandboxed on its own,
+        and none may run past ``deadline`` (default: the notebook budget from now)."""
+        yield Submission(self.sandbox, sources,
+                         deadline or time.monotonic() + self.notebook_budget)
+
+    def run_check(self, check: Check, sources: dict[str, str],
+                  deadline: float | None = None) -> ExerciseResult:
         started = time.monotonic()
-        submission = Submission(self.sandbox, sources)
+        out_of_time = False
         try:
-            check.func(submission)
+            with self.open_submission(sources, deadline) as submission:
+                check.func(submission)
         except AssertionError as exc:
             message = str(exc) or "the check failed"
+            out_of_time = isinstance(exc, OutOfTime)
             if not isinstance(exc, SubmissionError):
                 message = f"{check.exercise}: {message}"
-            return ExerciseResult(check.exercise, 0.0, check.points, False, message,
-                                  time.monotonic() - started)
+            return ExerciseResult(check.exercise, 0.0, check.points, False,
+                                  clean_message(message), time.monotonic() - started,
+                                  out_of_time)
         except Exception as exc:  # a fault in the check or the grader, not the learner
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return ExerciseResult(check.exercise, 0.0, check.points, False,
-                                  f"internal grader error (tell your instructor): {detail}",
-                                  time.monotonic() - started)
+                                  clean_message("internal grader error (tell your instructor): "
+                                                + detail), time.monotonic() - started)
         return ExerciseResult(check.exercise, check.points, check.points, True, "",
                               time.monotonic() - started)
 
     def grade_sources(self, sources: dict[str, str], label: str) -> Report:
-        """Grade answer sources (exercise name -> cell source)."""
+        """Grade answer sources (exercise name -> cell source) within the notebook budget."""
         started = time.monotonic()
-        results = [self.run_check(check, sources) for check in self.checks]
-        return Report(label, sum(r.points for r in results), sum(r.max_points for r in results),
-                      results, self.sandbox_label, round(time.monotonic() - started, 2))
+        deadline = started + self.notebook_budget
+        results = [self.run_check(check, sources, deadline) for check in self.checks]
+        report = Report(label, sum(r.points for r in results),
+                        sum(r.max_points for r in results), results, self.sandbox_label,
+                        round(time.monotonic() - started, 2))
+        late = [r.id for r in results if r.out_of_time]
+        if late:
+            report.errors.append(
+                f"this notebook's grading time ({self.notebook_budget:g} s) ran out; not graded "
+                f"in full: {', '.join(late)}. Look for answers that loop or wait.")
+        return report
 
     def grade_notebook(self, path: Path) -> Report:
+        """A report for any file: what cannot be read scores zero and says what is wrong."""
         try:
             nb = notebooks.read_notebook(path)
-        except notebooks.NotebookError as exc:
-            results = [ExerciseResult(c.exercise, 0.0, c.points, False, str(exc))
+            sources = self.answer_sources(nb)
+        except Exception as exc:  # noqa: BLE001 - any malformed JSON a learner can produce
+            message = str(exc) if isinstance(exc, notebooks.NotebookError) else (
+                f"{path}: the notebook's cells could not be read ({type(exc).__name__}: {exc}); "
+                "restore it from your last checkpoint or a fresh copy of the chapter")
+            message = clean_message(message)
+            results = [ExerciseResult(c.exercise, 0.0, c.points, False, message)
                        for c in self.checks]
             return Report(str(path), 0.0, sum(c.points for c in self.checks), results,
-                          self.sandbox_label, errors=[str(exc)])
-        return self.grade_sources(self.answer_sources(nb), str(path))
+                          self.sandbox_label, errors=[message])
+        return self.grade_sources(sources, str(path))
 
     def answer_sources(self, nb) -> dict[str, str]:
         """Each exercise's answer cell, by ``grade_id`` or, if the metadata was damaged, by
