@@ -155,3 +155,14 @@ def test_changing_an_input_fails_the_call(fixture_grader, case):
     with pytest.raises(SubmissionError, match=expected) as failure:
         Submission(fixture_grader.sandbox, {"f": source}).function("f")(*args)
     assert "Leave inputs as they were" in str(failure.value)
+
+
+def test_a_partial_overlay_falls_back_to_the_public_checks(tmp_path, monkeypatch):
+    from utils.grading.runner import load_checks_module
+
+    (tmp_path / "test_02_qk_ov_circuits.py").write_text("MUTANTS = {}\n")
+    monkeypatch.setenv("COURSE_CHECKS_DIR", str(tmp_path))
+    assert load_checks_module("02_qk_ov_circuits").__file__ == \
+        str(tmp_path / "test_02_qk_ov_circuits.py")
+    assert load_checks_module("01_residual_stream").__file__ == \
+        str(paths.HIDDEN_CHECKS_DIR.resolve() / "test_01_residual_stream.py")

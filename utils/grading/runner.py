@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
 import re
 import sys
 import time
@@ -22,9 +21,9 @@ from pathlib import Path
 
 from utils import notebooks, paths
 from utils.grading.checks import OutOfTime, Submission, SubmissionError
+from utils.grading.overlay import checks_for
 from utils.grading.sandbox import Sandbox
 
-CHECKS_ENV = "COURSE_CHECKS_DIR"
 NOTEBOOK_BUDGET = 240.0  # seconds for all of one notebook's checks (each call has its own too)
 MESSAGE_LIMIT = 1500
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -87,18 +86,10 @@ class Check:
     points: float
 
 
-def checks_dir(override: Path | None = None) -> Path:
-    """Where hidden checks are read from: ``--checks``, ``$COURSE_CHECKS_DIR``, ``tests/hidden``."""
-    if override:
-        return Path(override)
-    if os.environ.get(CHECKS_ENV):
-        return Path(os.environ[CHECKS_ENV])
-    return paths.HIDDEN_CHECKS_DIR
-
-
 def load_checks_module(chapter: str, folder: Path | None = None):
-    """Import ``test_<chapter>.py`` from the checks folder (by path, never via sys.path)."""
-    path = checks_dir(folder) / f"test_{chapter}.py"
+    """Import ``test_<chapter>.py`` (by path, never via sys.path) from ``folder`` or
+    ``$COURSE_CHECKS_DIR`` when it has the chapter, else from the public ``tests/hidden``."""
+    path = checks_for(chapter, folder).folder / f"test_{chapter}.py"
     if not path.is_file():
         raise FileNotFoundError(f"no hidden checks for chapter {chapter!r}: {path} is missing")
     name = f"_course_checks_{chapter}_{abs(hash(str(path)))}"

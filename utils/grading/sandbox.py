@@ -236,7 +236,8 @@ class Sandbox:
                    PYTHONPATH=str(paths.REPO_ROOT),  # this checkout's utils, however installed
                    COURSE_GRADER_FD=str(theirs.fileno()))
         # -P: the working directory is never on sys.path, whatever a call leaves there.
-        worker = [sys.executable, "-P", "-m", "utils.grading.worker"]
+        # abspath: `../.venv/bin/python` started from course/ names a folder the sandbox lacks.
+        worker = [os.path.abspath(sys.executable), "-P", "-m", "utils.grading.worker"]
         if bwrap:
             if _as_root():  # the worker runs as nobody: it must be able to read the models
                 paths.share_with_sandbox(paths.cache_dir())
