@@ -1,7 +1,8 @@
 # One command each (see README):
 #   make            set everything up, then open JupyterLab on chapters/   (the course)
 #   make run-all    set up, then execute every chapter headless and report time and memory
-#   make test       set up, then run every test (what CI runs)
+#   make test       set up, then run every test (what CI runs; <= 15 min on 2 cores)
+#   make quicktest  the tests that execute no notebook and train no model (<= 3 min)
 #   make bench      set up, then print the performance figures quoted in the README
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -42,12 +43,12 @@ test: setup system-deps
 	$(BIN)/ruff check utils tests
 	$(BIN)/python -m utils.pins --check
 	$(BIN)/python -m utils.build --check
-	COURSE_SLOW_TESTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 quicktest: setup
 	$(BIN)/ruff check utils tests
 	$(BIN)/python -m utils.build --check
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" --durations=10
 
 bench: setup
 	$(BIN)/python -m utils.bench

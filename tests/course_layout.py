@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,3 +48,15 @@ def layout_for_checks_file(path: Path) -> ChapterLayout:
         if layout.name == name and layout.checks == Path(path).parent:
             return layout
     raise LookupError(f"no chapter for checks file {path}")
+
+
+@functools.cache
+def checks_layout(path: Path) -> ChapterLayout | None:
+    """The chapter of a hidden-checks module, or ``None`` for any other file."""
+    path = Path(path)
+    if not path.name.startswith("test_") or path.parent.name != "hidden":
+        return None
+    try:
+        return layout_for_checks_file(path)
+    except LookupError:
+        return None

@@ -4,6 +4,9 @@
 * every exercise has a hidden check, a test cell with the same points, and >= 2 mutants;
 * the solution scores 100%, the stub 0%, and every mutant fails its exercise's check;
 * grading the same submission twice gives the same result.
+
+One grading worker per chapter serves all of these (``course_graders`` in ``conftest.py``);
+the solution's first report is the one the hidden checks in ``tests/hidden/`` read too.
 """
 
 from __future__ import annotations
@@ -12,21 +15,14 @@ import pytest
 
 from tests.course_layout import all_chapters
 from utils import build, notebooks
-from utils.grading.runner import Grader, checks_in, load_checks_module
+from utils.grading.runner import checks_in, load_checks_module
 
 CHAPTERS = all_chapters()
-IDS = [c.name for c in CHAPTERS]
+each_chapter = pytest.mark.parametrize("layout", CHAPTERS, ids=[c.name for c in CHAPTERS])
 
 
-@pytest.fixture(scope="module", params=CHAPTERS, ids=IDS)
-def chapter(request):
-    layout = request.param
-    with Grader(layout.name, layout.checks, layout.chapters) as grader:
-        yield layout, grader
-
-
-def test_committed_chapter_matches_fresh_build(chapter):
-    layout, _ = chapter
+@each_chapter
+def test_committed_chapter_matches_fresh_build(layout):
     solution = notebooks.read_notebook(layout.solution_notebook)
     expected = build.student_notebook(solution, layout.name)
     committed = notebooks.read_notebook(layout.student_notebook)
@@ -35,34 +31,32 @@ def test_committed_chapter_matches_fresh_build(chapter):
                             layout.checks / f"test_{layout.name}.py") == []
 
 
-def test_every_exercise_has_check_test_cell_and_mutants(chapter):
-    layout, grader = chapter
+@each_chapter
+def test_every_exercise_has_check_test_cell_and_mutants(layout):
+    module = load_checks_module(layout.name, layout.checks)
     solution = notebooks.read_notebook(layout.solution_notebook)
     answers = set(notebooks.answer_cells(solution))
     cell_points = notebooks.test_cell_points(solution)
-    checks = {c.exercise: c for c in grader.checks}
+    checks = {c.exercise: c for c in checks_in(module)}
     assert answers == set(checks), "every answer cell needs exactly one hidden check"
     for name, check in checks.items():
         assert cell_points.get(name) == check.points, f"{name}: test cell points differ"
-    mutants = getattr(grader.module, "MUTANTS", {})
+    mutants = getattr(module, "MUTANTS", {})
     for name in answers:
         assert len(mutants.get(name, {})) >= 2, f"{name}: needs at least two mutants"
 
 
-def test_solution_scores_full_marks_twice(chapter):
-    layout, grader = chapter
-    first = grader.grade_notebook(layout.solution_notebook)
-    failures = [f"{e.id}: {e.message}" for e in first.exercises if not e.passed]
+@each_chapter
+def test_solution_scores_full_marks(layout, course_graders):
+    report = course_graders.report(layout, layout.solution_notebook)
+    failures = [f"{e.id}: {e.message}" for e in report.exercises if not e.passed]
     assert not failures, "\n".join(failures)
-    assert first.score == first.max_score > 0
-    second = grader.grade_notebook(layout.solution_notebook)
-    assert [(e.id, e.passed, e.points) for e in second.exercises] == \
-        [(e.id, e.passed, e.points) for e in first.exercises]
+    assert report.score == report.max_score > 0
 
 
-def test_stub_scores_zero(chapter):
-    layout, grader = chapter
-    report = grader.grade_notebook(layout.student_notebook)
+@each_chapter
+def test_stub_scores_zero(layout, course_graders):
+    report = course_graders.report(layout, layout.student_notebook)
     assert report.score == 0, report.to_text()
     assert all("not implemented" in e.message for e in report.exercises), report.to_text()
 
@@ -76,21 +70,20 @@ def _mutant_cases():
                                    id=f"{layout.name}-{exercise}-{mutant}")
 
 
-@pytest.fixture(scope="module")
-def graders():
-    opened: dict[str, Grader] = {}
-    yield opened
-    for grader in opened.values():
-        grader.__exit__(None, None, None)
-
-
 @pytest.mark.parametrize("layout,exercise,mutant", list(_mutant_cases()))
-def test_mutant_is_rejected(graders, layout, exercise, mutant):
-    if layout.name not in graders:
-        graders[layout.name] = Grader(layout.name, layout.checks, layout.chapters).__enter__()
-    grader = graders[layout.name]
-    module = load_checks_module(layout.name, layout.checks)
-    check = next(c for c in checks_in(module) if c.exercise == exercise)
-    result = grader.run_check(check, {exercise: module.MUTANTS[exercise][mutant]})
+def test_mutant_is_rejected(course_graders, layout, exercise, mutant):
+    grader = course_graders.grader(layout)
+    check = next(c for c in grader.checks if c.exercise == exercise)
+    result = grader.run_check(check, {exercise: grader.module.MUTANTS[exercise][mutant]})
     assert not result.passed, f"mutant {mutant!r} of {exercise} passed its hidden check"
     assert "internal grader error" not in result.message, result.message
+
+
+@each_chapter
+def test_solution_graded_again_after_the_mutants_gives_the_same_result(layout, course_graders):
+    """The second grading goes through the same worker after the stub and every mutant (as a
+    class is graded), so it also shows that they left nothing behind that changes a result."""
+    first = course_graders.report(layout, layout.solution_notebook)
+    second = course_graders.grader(layout).grade_notebook(layout.solution_notebook)
+    assert [(e.id, e.passed, e.points) for e in second.exercises] == \
+        [(e.id, e.passed, e.points) for e in first.exercises]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -178,9 +176,6 @@ def test_recipe_is_json_friendly():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("COURSE_SLOW_TESTS") != "1", reason="set COURSE_SLOW_TESTS=1 (minutes)"
-)
 def test_full_retrain_forms_the_heads(tmp_path):
     from utils.toy_models import load_toy_model, verify_checksums
 
