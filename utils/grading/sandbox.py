@@ -93,18 +93,24 @@ def _readable_roots(extra: list[Path]) -> list[Path]:
     return roots + [paths.REPO_ROOT / "utils", paths.cache_dir(), *extra]
 
 
-def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]) -> list[str]:
-    # --as-pid-1: no bubblewrap process inside the sandbox holds the worker's channel; as
-    # init, the worker cannot be killed from inside, and orphans come to it to be reaped.
-    cmd = [bwrap, *_namespace_flags(), "--as-pid-1", "--die-with-parent", "--new-session",
-           "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SCRATCH_BYTES),
-           "--tmpfs", "/tmp"]
+def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]
+                   ) -> tuple[list[str], str]:
+    """The bubblewrap command line, and the writable scratch folder inside the sandbox
+    (``/tmp``, or ``/scratch`` when the course itself lives under ``/tmp``: the worker wipes
+    its scratch after every call, so nothing read-only may sit inside it)."""
     binds: dict[str, str] = {}
     for root in _readable_roots(extra_ro):
         real = os.path.realpath(root)
         if os.path.exists(real):
             binds.setdefault(str(root), real)
             binds.setdefault(real, real)
+    under_tmp = any(target == "/tmp" or target.startswith("/tmp/") for target in binds)
+    scratch = "/scratch" if under_tmp else "/tmp"
+    # --as-pid-1: no bubblewrap process inside the sandbox holds the worker's channel; as
+    # init, the worker cannot be killed from inside, and orphans come to it to be reaped.
+    cmd = [bwrap, *_namespace_flags(), "--as-pid-1", "--die-with-parent", "--new-session",
+           "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SCRATCH_BYTES),
+           "--tmpfs", scratch]
     parents = sorted({str(p) for target in binds for p in Path(target).parents} - {"/"})
     for parent in parents:  # traversable by the sandbox user (bubblewrap makes them 0700)
         cmd += ["--perms", "0755", "--dir", parent]
@@ -115,9 +121,10 @@ def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]) -> list
             cmd += ["--tmpfs", str(path), "--remount-ro", str(path)]
         elif path.is_file():
             cmd += ["--ro-bind", "/dev/null", str(path)]
-    cmd += ["--chdir", "/", "--setenv", "HOME", "/tmp", "--setenv", "COURSE_SANDBOXED", "1",
-            "--setenv", "COURSE_SCRATCH", "/tmp"]
-    return cmd
+    cmd += ["--chdir", "/", "--setenv", "HOME", scratch, "--setenv", "COURSE_SANDBOXED", "1",
+            "--setenv", "COURSE_SCRATCH", scratch, "--setenv", "TMPDIR", scratch,
+            "--setenv", "MPLCONFIGDIR", f"{scratch}/.matplotlib"]
+    return cmd, scratch
 
 
 def hidden_paths(modules: list[str]) -> list[Path]:
@@ -241,10 +248,10 @@ class Sandbox:
         if bwrap:
             if _as_root():  # the worker runs as nobody: it must be able to read the models
                 paths.share_with_sandbox(paths.cache_dir())
-            cmd = _bwrap_command(bwrap, self.extra_readable,
-                                 hidden_paths(self.hidden_modules)) + worker
+            cmd, _ = _bwrap_command(bwrap, self.extra_readable,
+                                    hidden_paths(self.hidden_modules))
+            cmd += worker
             cwd = "/"
-            env["MPLCONFIGDIR"] = "/tmp/.matplotlib"
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="grading-")
             cmd, cwd = worker, self._tmp.name
