@@ -15,6 +15,7 @@ import pytest
 
 from tests.course_layout import all_chapters
 from utils import build, notebooks
+from utils.grading.diagnosis import Mistake, source_of
 from utils.grading.runner import checks_in, load_checks_module
 
 CHAPTERS = all_chapters()
@@ -74,9 +75,12 @@ def _mutant_cases():
 def test_mutant_is_rejected(course_graders, layout, exercise, mutant):
     grader = course_graders.grader(layout)
     check = next(c for c in grader.checks if c.exercise == exercise)
-    result = grader.run_check(check, {exercise: grader.module.MUTANTS[exercise][mutant]})
+    known = grader.module.MUTANTS[exercise][mutant]
+    result = grader.run_check(check, {exercise: source_of(known)})
     assert not result.passed, f"mutant {mutant!r} of {exercise} passed its hidden check"
     assert "internal grader error" not in result.message, result.message
+    if isinstance(known, Mistake):  # the report names the mistake, in the learner's words
+        assert known.explanation in result.message, result.message
 
 
 @each_chapter

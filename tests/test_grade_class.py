@@ -8,6 +8,7 @@ import pytest
 
 from tests.course_layout import FIXTURE
 from utils import grade_class, notebooks
+from utils.grading.diagnosis import source_of
 from utils.grading.runner import load_checks_module
 from utils.grading.sandbox import bubblewrap_path
 
@@ -32,7 +33,8 @@ def _write(folder, student, answers, nested=False):
 
 
 def test_class_of_twelve_graded_in_parallel(tmp_path):
-    mutant = load_checks_module(FIXTURE.name, FIXTURE.checks).MUTANTS["mask_future"]["masks_past"]
+    mutant = source_of(load_checks_module(FIXTURE.name, FIXTURE.checks)
+                       .MUTANTS["mask_future"]["masks_past"])
     expected = {}
     for i in range(12):
         student = f"s{i:02d}"

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from utils import notebooks, paths
+from utils.grading.diagnosis import source_of
 from utils.grading.overlay import checks_for
 from utils.grading.runner import Grader
 
@@ -43,8 +44,8 @@ def check_chapter(chapter: str, overlay: Path, solutions: Path, released: Path) 
         for exercise, check in checks.items():
             if len(mutants.get(exercise, {})) < 2:
                 problems.append(f"{exercise}: fewer than two mutants")
-            for name, source in mutants.get(exercise, {}).items():
-                result = grader.run_check(check, {exercise: source})
+            for name, mutant in mutants.get(exercise, {}).items():
+                result = grader.run_check(check, {exercise: source_of(mutant)})
                 if result.passed:
                     problems.append(f"mutant {name!r} of {exercise} passes its check")
                 elif "internal grader error" in result.message:

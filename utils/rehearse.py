@@ -42,6 +42,7 @@ from pathlib import Path
 from nbformat.v4 import new_code_cell, new_output
 
 from utils import build, check_overlay, feedback, nbgrader_course, notebooks, paths
+from utils.grading.diagnosis import source_of
 from utils.grading.overlay import checks_for
 from utils.grading.runner import checks_in, load_checks_module
 
@@ -67,7 +68,8 @@ def generated_learners(chapter: str, solutions: Path, checks: Path | None) -> li
     solved = notebooks.answer_cells(notebooks.read_notebook(solutions / f"{chapter}.ipynb"))
     total = sum(p for _, p in exercises)
     half = len(exercises) // 2 or 1
-    cy = {name: solved[name] if i < half else next(iter(module.MUTANTS[name].values()))
+    cy = {name: solved[name] if i < half
+          else source_of(next(iter(module.MUTANTS[name].values())))
           for i, (name, _) in enumerate(exercises)}
     first, first_points = exercises[0]
     return [

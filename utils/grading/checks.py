@@ -18,13 +18,18 @@ from typing import Any
 import torch
 
 from utils.grading.codec import SandboxValue
+from utils.grading.diagnosis import RecordedCall, describe_difference
 
 
 class SubmissionError(AssertionError):
     """The submitted function raised, crashed, timed out or misbehaved."""
 
 
-class OutOfTime(SubmissionError):
+class CallFailed(SubmissionError):
+    """The learner's function raised, crashed or timed out: its message says so already."""
+
+
+class OutOfTime(CallFailed):
     """The notebook's grading time ran out before (or during) this call."""
 
 
@@ -72,6 +77,8 @@ class RemoteFunction:
         header, value = self.submission.sandbox.call(
             self.source, self.name, args, kwargs, timeout, self.memory_mb)
         status = header.get("status")
+        self.submission.calls.append(RecordedCall(self.name, args, kwargs, self.timeout,
+                                                  self.memory_mb, status == "ok", value))
         if status == "timeout" and timeout < self.timeout:
             raise OutOfTime(f"{self.name}: stopped: this notebook's grading time ran out")
         if status == "internal":
@@ -80,7 +87,7 @@ class RemoteFunction:
             message = header.get("message") or status
             log = (header.get("log") or "").strip()
             hint = f"\n  last output of your code: ...{log[-300:]}" if log else ""
-            raise SubmissionError(f"{self.name}: {message}{hint}")
+            raise CallFailed(f"{self.name}: {message}{hint}")
         mutated = header.get("mutated") or []
         if mutated and not self.allow_input_mutation:
             raise SubmissionError(
@@ -96,6 +103,7 @@ class Submission:
         self.sandbox = sandbox
         self.sources = sources
         self.deadline = deadline
+        self.calls: list[RecordedCall] = []  # what each call got and returned (for diagnosis)
 
     def function(self, name: str, timeout: float = 60.0, memory_mb: int = 1024,
                  allow_input_mutation: bool = False) -> RemoteFunction:
@@ -138,8 +146,11 @@ def expect_tensor(value: Any, name: str, dims: str, shape: tuple[int, ...],
 
 
 def assert_close(got: torch.Tensor, expected: torch.Tensor, name: str, atol: float = 1e-4,
-                 rtol: float = 1e-4, what: str = "values") -> None:
-    """Assert two tensors agree, naming the first place they differ."""
+                 rtol: float = 1e-4, what: str = "values", dims: str | None = None,
+                 inputs: str = "") -> None:
+    """Assert two tensors agree; else say where they differ first and how (a factor, a sign,
+    a shift, ...). ``dims`` names the axes TL style; ``inputs`` says in words what the check
+    used (``"a 2-token vocabulary, 3 positions"``)."""
     got = got.to(torch.float64)
     expected = expected.to(torch.float64)
     if got.shape != expected.shape:
@@ -150,9 +161,15 @@ def assert_close(got: torch.Tensor, expected: torch.Tensor, name: str, atol: flo
         bad = (~close).nonzero()[0].tolist()
         idx = tuple(bad)
         frac = 1 - close.double().mean().item()
+        labels = dims.split() if dims else None
+        how = describe_difference(got, expected, atol, rtol, labels)
+        where = (", ".join(f"{n}={i}" for n, i in zip(labels, idx))
+                 if labels and len(labels) == len(idx) else ", ".join(map(str, idx)))
         raise SubmissionError(
-            f"{name}: {what} differ from the reference at {frac:.1%} of entries; "
-            f"e.g. at index {list(idx)}: expected {expected[idx].item():.6g}, "
+            f"{name}: {what} differ from the reference at {frac:.1%} of entries"
+            + (f" (on {inputs})" if inputs else "")
+            + (f": {how}" if how else "")
+            + f"; first at [{where}]: expected {expected[idx].item():.6g}, "
             f"got {got[idx].item():.6g}")
 
 

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from utils import notebooks, paths
-from utils.grading.checks import OutOfTime, Submission, SubmissionError
+from utils.grading.checks import CallFailed, OutOfTime, Submission, SubmissionError
+from utils.grading.diagnosis import Mistake, same_value
 from utils.grading.overlay import checks_for
 from utils.grading.sandbox import Sandbox
 
@@ -139,6 +140,7 @@ class Grader:
         self.sandbox = Sandbox(setup, require_isolation=require_isolation,
                                hidden_modules=list(getattr(self.module, "ANSWER_KEYS", [])))
         self.started = False
+        self._mistake_outputs: dict[tuple[str, str], tuple[bool, object]] = {}
 
     @property
     def sandbox_label(self) -> str:
@@ -186,6 +188,13 @@ class Grader:
             out_of_time = isinstance(exc, OutOfTime)
             if not isinstance(exc, SubmissionError):
                 message = f"{check.exercise}: {message}"
+            # An answer that raised or timed out has its own message; one that returned the
+            # wrong thing (or changed its inputs) may have made a known mistake.
+            mistake = None if isinstance(exc, CallFailed) else \
+                self.known_mistake(check, submission)
+            if mistake is not None:
+                found = message.removeprefix(f"{check.exercise}: ")
+                message = f"{mistake.message(check.exercise)}. The check found: {found}"
             return ExerciseResult(check.exercise, 0.0, check.points, False,
                                   clean_message(message), time.monotonic() - started,
                                   out_of_time)
@@ -196,6 +205,32 @@ class Grader:
                                                 + detail), time.monotonic() - started)
         return ExerciseResult(check.exercise, check.points, check.points, True, "",
                               time.monotonic() - started)
+
+    def known_mistake(self, check: Check, submission: Submission) -> Mistake | None:
+        """The known mistake that returns exactly what the learner's answer returned on every
+        call the check made to it, if exactly one does (mistakes run in the sandbox; each
+        mistake's output for given inputs is computed once per grader)."""
+        calls = [c for c in submission.calls if c.function == check.exercise]
+        mistakes = {name: m for name, m in getattr(self.module, "MUTANTS", {})
+                    .get(check.exercise, {}).items() if isinstance(m, Mistake)}
+        if not calls or not mistakes or not all(c.ok for c in calls):
+            return None
+        matches = []
+        for name, mistake in mistakes.items():
+            for call in calls:
+                if time.monotonic() > submission.deadline:
+                    return None
+                key = (name, call.key())
+                if key not in self._mistake_outputs:
+                    header, value = self.sandbox.call(mistake.source, call.function, call.args,
+                                                      call.kwargs, call.timeout, call.memory_mb)
+                    self._mistake_outputs[key] = (header.get("status") == "ok", value)
+                ok, value = self._mistake_outputs[key]
+                if not ok or not same_value(call.value, value):
+                    break
+            else:
+                matches.append(mistake)
+        return matches[0] if len(matches) == 1 else None
 
     def grade_sources(self, sources: dict[str, str], label: str) -> Report:
         """Grade answer sources (exercise name -> cell source) within the notebook budget."""

@@ -3,6 +3,7 @@
 import torch
 
 from utils.grading.checks import assert_close, expect_tensor, points
+from utils.grading.diagnosis import Mistake
 
 
 def reference_center_rows(x):
@@ -42,26 +43,42 @@ def test_mask_future(submission):
 
 MUTANTS = {
     "center_rows": {
-        "column_mean": '''def center_rows(x):
-    return x - x.mean(dim=0, keepdim=True)''',
-        "divides_by_std": '''def center_rows(x):
-    return (x - x.mean(dim=-1, keepdim=True)) / x.std(dim=-1, keepdim=True)''',
-        "in_place": '''def center_rows(x):
+        "column_mean": Mistake(
+            "you subtracted the mean of each column (over the batch) instead of each row's own "
+            "mean: average over the last axis",
+            """def center_rows(x):
+    return x - x.mean(dim=0, keepdim=True)"""),
+        "divides_by_std": Mistake(
+            "you also divided by the standard deviation: centring only subtracts the mean",
+            """def center_rows(x):
+    return (x - x.mean(dim=-1, keepdim=True)) / x.std(dim=-1, keepdim=True)"""),
+        "in_place": Mistake(
+            "you changed the input tensor in place (`x -= ...`): compute a new tensor instead",
+            """def center_rows(x):
     x -= x.mean(dim=-1, keepdim=True)
-    return x''',
+    return x"""),
     },
     "mask_future": {
-        "masks_diagonal": '''import torch as t
+        "masks_diagonal": Mistake(
+            "you also masked the diagonal: a position may attend to itself, so mask only "
+            "source positions after the destination",
+            """import torch as t
 def mask_future(scores):
     mask = t.triu(t.ones(scores.shape[-2:], dtype=t.bool), diagonal=0)
-    return scores.masked_fill(mask, float("-inf"))''',
-        "masks_past": '''import torch as t
+    return scores.masked_fill(mask, float("-inf"))"""),
+        "masks_past": Mistake(
+            "you masked the past instead of the future: the masked entries are those with "
+            "src_pos > dest_pos",
+            """import torch as t
 def mask_future(scores):
     mask = t.tril(t.ones(scores.shape[-2:], dtype=t.bool), diagonal=-1)
-    return scores.masked_fill(mask, float("-inf"))''',
-        "zero_instead_of_inf": '''import torch as t
+    return scores.masked_fill(mask, float("-inf"))"""),
+        "zero_instead_of_inf": Mistake(
+            "you filled the masked scores with 0, which still gets weight after the softmax: "
+            "use -inf",
+            """import torch as t
 def mask_future(scores):
     mask = t.triu(t.ones(scores.shape[-2:], dtype=t.bool), diagonal=1)
-    return scores.masked_fill(mask, 0.0)''',
+    return scores.masked_fill(mask, 0.0)"""),
     },
 }
