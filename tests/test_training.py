@@ -165,6 +165,42 @@ def test_callback_is_logged_and_time_guard_stops_at_a_prefix():
         train_attn_only(TINY, steps=1, seed=11, callback=lambda model: 1.0, **TINY_KW)
 
 
+def test_write_trained_model_replaces_the_folder_only_when_the_heads_formed(
+        tmp_path, monkeypatch):
+    import re
+    import shutil
+    import stat
+
+    from utils.toy_models import load_toy_model, verify_checksums
+    from utils.training import write_trained_model
+
+    cfg = attn_only_config(n_layers=2, d_model=16, n_heads=2, d_head=8, n_ctx=128, d_vocab=64)
+    result = train_attn_only(cfg, steps=1, seed=0, heldout_batch=2, progress=False)
+    recipe = {"cfg": cfg, "train": {"bos_token": 0}, "require": {"induction_layer1": 0.0}}
+    monkeypatch.setitem(RECIPES, "tiny", recipe)
+    out = tmp_path / "weights" / "tiny"
+    out.mkdir(parents=True)
+    (out / "stale.txt").write_text("from an earlier run")
+
+    log = write_trained_model("tiny", result, out)
+    verify_checksums(out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "SHA256SUMS", "config.json", "model.safetensors", "training_log.json"]
+    assert all(p.stat().st_mode & stat.S_IROTH for p in out.iterdir())  # sandbox reads them
+    assert [p.name for p in out.parent.iterdir()] == ["tiny"]  # no temporary folder left
+    assert log["hyperparameters"] == result.hyperparameters
+    with torch.no_grad():
+        tokens = torch.randint(1, 64, (1, 10))
+        assert torch.equal(load_toy_model(out)(tokens), result.model(tokens))
+
+    monkeypatch.setitem(recipe, "require", {"induction_layer1": 2.0})  # cannot be met
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(RuntimeError, match="did not form the required heads") as err:
+        write_trained_model("tiny", result, out)
+    shutil.rmtree(re.search(r"are in (\S+)\.$", str(err.value)).group(1))
+    assert (out / "model.safetensors").read_bytes() == before
+
+
 def test_recipe_is_json_friendly():
     import json
 

@@ -39,7 +39,6 @@ module imports it only inside the functions that train or evaluate.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -51,11 +50,18 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from utils import weights_files
 from utils.paths import WEIGHTS_DIR
+from utils.weights_files import (  # noqa: F401  (WeightsChecksumError: public here too)
+    CHECKSUM_FILE,
+    WeightsChecksumError,
+    atomic_folder,
+    write_checksums,
+)
 
 DEFAULT_NAME = "sae_smollm2_l12"
 WEIGHTS_FILE = "sae.safetensors"
-SUMS_FILE = "SHA256SUMS"
+SUMS_FILE = CHECKSUM_FILE
 SAE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 # Everything that defines the shipped SAE; ``--retrain`` reproduces it from these.
@@ -78,33 +84,14 @@ RECIPE: dict[str, Any] = {
 }
 
 
-class WeightsChecksumError(RuntimeError):
-    """A shipped SAE file does not match its recorded sha256."""
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def sae_dir(name: str = DEFAULT_NAME) -> Path:
     return WEIGHTS_DIR / name
 
 
 def verify_checksums(folder: Path) -> None:
     """Raise :class:`WeightsChecksumError` unless every file listed in SHA256SUMS matches."""
-    sums = folder / SUMS_FILE
-    if not sums.is_file():
-        raise WeightsChecksumError(f"{sums} is missing")
-    for line in sums.read_text().splitlines():
-        if not line.strip():
-            continue
-        digest, name = line.split(maxsplit=1)
-        path = folder / name.lstrip("*")
-        if not path.is_file() or _sha256(path) != digest:
-            raise WeightsChecksumError(
-                f"{path} is missing or corrupted (sha256 mismatch); restore it from the "
-                "repository or rebuild it with `python -m utils.sae --retrain`")
+    weights_files.verify_checksums(folder, required=(WEIGHTS_FILE,),
+                                   rebuild_command="python -m utils.sae --retrain")
 
 
 def shipped_sae_config(name: str = DEFAULT_NAME) -> dict[str, Any]:
@@ -131,18 +118,18 @@ def load_pretrained_sae(name: str = DEFAULT_NAME) -> tuple[dict[str, Tensor], di
 
 def save_sae(sae: dict[str, Tensor], config: dict[str, Any], log: dict[str, Any],
              folder: Path) -> None:
-    """Write weights (fp16), config, training log and SHA256SUMS into ``folder``."""
+    """Write weights (fp16), config, training log and SHA256SUMS as the folder ``folder``.
+
+    The folder is replaced as a whole, and only once every file is written.
+    """
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({key: sae[key].detach().to(torch.float16).contiguous() for key in SAE_KEYS},
-              str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
-    (folder / WEIGHTS_FILE).chmod(0o644)  # safetensors writes owner-only files
-    names = [WEIGHTS_FILE, "config.json", "training_log.json"]
-    (folder / SUMS_FILE).write_text(
-        "".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
+    with atomic_folder(folder) as tmp:
+        save_file({key: sae[key].detach().to(torch.float16).contiguous() for key in SAE_KEYS},
+                  str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
+        write_checksums(tmp, [WEIGHTS_FILE, "config.json", "training_log.json"])
 
 
 def collect_activations(model, tokens: Int[Tensor, "batch pos"], hook_name: str,

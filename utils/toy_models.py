@@ -62,7 +62,6 @@ What differs from classic TransformerLens (TL 4.3.0 native models)
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
@@ -72,8 +71,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from utils.paths import REPO_ROOT, WEIGHTS_DIR
+from utils import weights_files
+from utils.paths import WEIGHTS_DIR
 from utils.tl_compat import stop_after_last_block
+from utils.weights_files import (
+    CHECKSUM_FILE,
+    WeightsChecksumError,
+    display_path,
+    write_checksums,
+)
 
 __all__ = [
     "WeightsChecksumError",
@@ -87,13 +93,8 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-CHECKSUM_FILE = "SHA256SUMS"
 FORMAT_NAME = "mech-interp-course/toy-model"
 FORMAT_VERSION = 1
-
-
-class WeightsChecksumError(RuntimeError):
-    """A weights directory is missing a file or a file does not match its SHA256SUMS entry."""
 
 
 def attn_only_config(
@@ -178,84 +179,16 @@ def make_toy_model(cfg: dict[str, Any], seed: int) -> Any:
 # --------------------------------------------------------------------------- checksums
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_checksums(directory: Path) -> None:
-    files = sorted(
-        p.name for p in directory.iterdir() if p.is_file() and p.name != CHECKSUM_FILE
-    )
-    lines = [f"{_sha256(directory / name)}  {name}\n" for name in files]
-    (directory / CHECKSUM_FILE).write_text("".join(lines), encoding="utf-8")
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _restore_hint(directory: Path, name: str) -> str:
-    rel = _display_path(directory / name)
-    hint = f"Restore it with `git checkout -- {rel}`"
-    shipped = directory.resolve().parent == WEIGHTS_DIR.resolve()
-    if shipped:
-        hint += (
-            f" (run from the repository root), or retrain it from scratch with "
-            f"`python -m utils.training --retrain {directory.name}`"
-        )
-    return hint + "."
-
-
 def verify_checksums(directory: str | os.PathLike[str]) -> None:
     """Check every file listed in ``directory/SHA256SUMS``; raise :class:`WeightsChecksumError`.
 
     The weights and config must be listed. Files present but not listed are ignored.
     """
     directory = Path(directory)
-    sums_path = directory / CHECKSUM_FILE
-    if not sums_path.is_file():
-        raise WeightsChecksumError(
-            f"{_display_path(sums_path)} is missing, so the weights in {_display_path(directory)}"
-            f" cannot be verified. {_restore_hint(directory, CHECKSUM_FILE)}"
-        )
-    expected: dict[str, str] = {}
-    for lineno, line in enumerate(sums_path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise WeightsChecksumError(
-                f"{_display_path(sums_path)} line {lineno} is malformed: {line!r}. "
-                f"{_restore_hint(directory, CHECKSUM_FILE)}"
-            )
-        expected[name.strip()] = digest.lower()
-    for required in (WEIGHTS_FILE, CONFIG_FILE):
-        if required not in expected:
-            raise WeightsChecksumError(
-                f"{_display_path(sums_path)} has no entry for {required}. "
-                f"{_restore_hint(directory, CHECKSUM_FILE)}"
-            )
-    for name, digest in expected.items():
-        path = directory / name
-        if not path.is_file():
-            raise WeightsChecksumError(
-                f"{_display_path(path)} is missing (listed in {CHECKSUM_FILE}). "
-                f"{_restore_hint(directory, name)}"
-            )
-        actual = _sha256(path)
-        if actual != digest:
-            raise WeightsChecksumError(
-                f"{_display_path(path)} does not match its checksum in {CHECKSUM_FILE} "
-                f"(expected sha256 {digest[:12]}…, got {actual[:12]}…): the file is corrupted "
-                f"or was changed. {_restore_hint(directory, name)}"
-            )
+    shipped = directory.resolve().parent == WEIGHTS_DIR.resolve()
+    rebuild = f"python -m utils.training --retrain {directory.name}" if shipped else None
+    weights_files.verify_checksums(directory, required=(WEIGHTS_FILE, CONFIG_FILE),
+                                   rebuild_command=rebuild)
 
 
 # --------------------------------------------------------------------------- save / load
@@ -292,7 +225,7 @@ def save_toy_model(
         if Path(name).name != name or name in (WEIGHTS_FILE, CONFIG_FILE, CHECKSUM_FILE):
             raise ValueError(f"bad extra file name {name!r}")
         _write_json(directory / name, obj)
-    _write_checksums(directory)
+    write_checksums(directory)
     return directory
 
 
@@ -309,7 +242,7 @@ def _resolve(name_or_dir: str | os.PathLike[str]) -> Path:
             p.name for p in WEIGHTS_DIR.glob("*") if p.is_dir() and not p.name.startswith(".")
         )
         raise FileNotFoundError(
-            f"no toy model at {_display_path(path)}; shipped models: {shipped}"
+            f"no toy model at {display_path(path)}; shipped models: {shipped}"
         )
     return path
 
@@ -322,7 +255,7 @@ def read_toy_model_info(name_or_dir: str | os.PathLike[str]) -> dict[str, Any]:
     directory = _resolve(name_or_dir)
     doc = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     if doc.get("format") != FORMAT_NAME:
-        raise ValueError(f"{_display_path(directory / CONFIG_FILE)} is not a toy-model config")
+        raise ValueError(f"{display_path(directory / CONFIG_FILE)} is not a toy-model config")
     return doc
 
 

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from utils.data import repeated_random_tokens, training_mixture
 from utils.head_scores import induction_score, previous_token_score
 from utils.paths import WEIGHTS_DIR
 from utils.toy_models import attn_only_config, make_toy_model, save_toy_model
+from utils.weights_files import atomic_folder, package_version
 
 __all__ = [
     "RECIPES",
@@ -426,7 +426,7 @@ def write_trained_model(name: str, result: TrainResult, out_dir: Path | None = N
         "log": result.log,
         "environment": {
             "torch": torch.__version__,
-            "transformer_lens": _tl_version(),
+            "transformer_lens": package_version("transformer-lens"),
             "python": platform.python_version(),
             "machine": platform.machine(),
         },
@@ -445,30 +445,12 @@ def write_trained_model(name: str, result: TrainResult, out_dir: Path | None = N
         "trained_by": f"python -m utils.training --retrain {name}",
         "final_scores_fresh_tokens": summary,
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; shipped weights are for everyone
-    try:
+    with atomic_folder(out_dir) as tmp:
         save_toy_model(
             result.model, result.cfg, tmp, extra_metadata=metadata,
             extra_json_files={"training_log.json": training_log},
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return training_log
-
-
-def _tl_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("transformer-lens")
-    except Exception:  # pragma: no cover
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
