@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils import progress
 from utils.grading.runner import chapter_of, grade_notebook
 from utils.grading.sandbox import SandboxUnavailable
 
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of the released chapters (default: chapters/)")
     parser.add_argument("--require-sandbox", action="store_true",
                         help="refuse to grade without bubblewrap (instructors)")
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not keep this report for `python -m utils.progress`")
     args = parser.parse_args(argv)
     if not args.notebook.exists():
         print(f"error: {args.notebook} does not exist", file=sys.stderr)
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.to_json() if args.json else report.to_text())
+    if not args.no_record:
+        progress.record(chapter, report.to_json())
     return 0
 
 
