@@ -15,8 +15,10 @@ from utils.grading.checks import (
     assert_close,
     expect_tensor,
     points,
+    reference_model,
     sandbox_cache,
     sandbox_model,
+    warm_up_loading,
 )
 from utils.reference import residual_stream as ref
 
@@ -30,16 +32,8 @@ LENS_PROMPT = "Paris is the capital of"
 IOI_CHECK_ANSWER, IOI_CHECK_WRONG = " Alice", " Bob"
 
 
-@functools.cache
-def _model():
-    from utils.smollm2 import load_smollm2
-
-    return load_smollm2(verbose=False)
-
-
-def warm_up() -> None:
-    """Called by the grader while the worker starts: load the reference model now."""
-    _model()
+_model = functools.partial(reference_model, "smollm2")
+warm_up = warm_up_loading("smollm2")
 
 
 @functools.cache

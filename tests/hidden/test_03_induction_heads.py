@@ -20,7 +20,9 @@ from utils.grading.checks import (
     assert_number,
     expect_tensor,
     points,
+    reference_model,
     sandbox_model,
+    warm_up_loading,
 )
 from utils.reference import induction_heads as ref
 
@@ -32,16 +34,8 @@ _CALLS_REFERENCE = re.compile(
 
 
 # ------------------------------------------------------------------------- trusted inputs
-@functools.cache
-def _toy():
-    from utils.toy_models import load_toy_model
-
-    return load_toy_model(TOY)
-
-
-def warm_up() -> None:
-    """Called by the grader while the worker starts: load the reference model now."""
-    _toy()
+_toy = functools.partial(reference_model, TOY)
+warm_up = warm_up_loading(TOY)
 
 
 @functools.cache

@@ -22,7 +22,9 @@ from utils.grading.checks import (
     assert_number,
     expect_tensor,
     points,
+    reference_model,
     sandbox_model,
+    warm_up_loading,
 )
 from utils.reference import probing as ref
 
@@ -38,16 +40,8 @@ CHECK_PROMPTS = [
 ]
 
 
-@functools.cache
-def _model():
-    from utils.smollm2 import load_smollm2
-
-    return load_smollm2(verbose=False)
-
-
-def warm_up() -> None:
-    """Called by the grader while the worker starts: load the reference model now."""
-    _model()
+_model = functools.partial(reference_model, "smollm2")
+warm_up = warm_up_loading("smollm2")
 
 
 @functools.cache

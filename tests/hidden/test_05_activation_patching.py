@@ -17,23 +17,17 @@ from utils.grading.checks import (
     assert_close,
     expect_tensor,
     points,
+    reference_model,
     sandbox_model,
+    warm_up_loading,
 )
 from utils.reference import activation_patching as ref
 
 N_LAYERS, N_HEADS = 30, 9
 
 
-@functools.cache
-def _model():
-    from utils.smollm2 import load_smollm2
-
-    return load_smollm2()
-
-
-def warm_up() -> None:
-    """Called by the grader while the worker starts: load the reference model now."""
-    _model()
+_model = functools.partial(reference_model, "smollm2")
+warm_up = warm_up_loading("smollm2")
 
 
 @functools.cache

@@ -16,7 +16,9 @@ from utils.grading.checks import (
     assert_number,
     expect_tensor,
     points,
+    reference_model,
     sandbox_model,
+    warm_up_loading,
 )
 from utils.reference import sparse_autoencoders as ref
 
@@ -38,16 +40,8 @@ def _expect_dict(value, name, keys):
     return value
 
 
-@functools.cache
-def _toy_model():
-    from utils.toy_models import load_toy_model
-
-    return load_toy_model(TOY)
-
-
-def warm_up() -> None:
-    """Called by the grader while the worker starts: load the reference model now."""
-    _toy_model()
+_toy_model = functools.partial(reference_model, TOY)
+warm_up = warm_up_loading(TOY)
 
 
 def _toy_tokens(batch, half_len, seed):

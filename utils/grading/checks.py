@@ -186,3 +186,35 @@ def assert_number(got: Any, expected: float, name: str, atol: float = 1e-4, rtol
     if not abs(got - expected) <= atol + rtol * abs(expected):
         raise SubmissionError(f"{name}: expected {what} {expected:.6g}, got {got:.6g}")
     return float(got)
+
+
+# ----------------------------------------------------------------------- reference models
+_REFERENCE_MODELS: dict[str, Any] = {}
+
+
+def reference_model(name: str) -> Any:
+    """A model for the checks' own references, loaded once per grading process and shared.
+
+    ``"smollm2"`` or a shipped toy model's name (as :func:`sandbox_model`); every checks module
+    gets the same object, so treat it as read-only (hooks removed, weights untouched).
+    """
+    if name not in _REFERENCE_MODELS:
+        if name == "smollm2":
+            from utils.smollm2 import load_smollm2
+
+            _REFERENCE_MODELS[name] = load_smollm2(verbose=False)
+        else:
+            from utils.toy_models import load_toy_model
+
+            _REFERENCE_MODELS[name] = load_toy_model(name)
+    return _REFERENCE_MODELS[name]
+
+
+def warm_up_loading(*names: str) -> Callable[[], None]:
+    """A checks module's ``warm_up()``: load its reference models while the worker starts."""
+
+    def warm_up() -> None:
+        for name in names:
+            reference_model(name)
+
+    return warm_up
