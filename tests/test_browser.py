@@ -7,6 +7,7 @@ The screenshot is kept in ``$COURSE_ARTIFACTS`` (default: pytest's temporary fol
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from utils import notebooks, paths
@@ -56,17 +58,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def jupyterlab(tmp_path):
-    """JupyterLab serving a copy of one chapter, on loopback, with a token."""
-    chapter = chapter_with_attention_view()
-    first_cells_until_view(chapter, tmp_path / chapter.name)
+@contextlib.contextmanager
+def _serve(folder: Path, notebook_name: str):
+    """JupyterLab serving ``folder`` on loopback with a token; yields the notebook's URL."""
     port, token = _free_port(), "course-browser-test"
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / ".jupyter"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / ".runtime")}
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(folder / ".jupyter"),
+           "JUPYTER_RUNTIME_DIR": str(folder / ".runtime")}
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={token}", f"--notebook-dir={tmp_path}",
+         f"--port={port}", f"--IdentityProvider.token={token}", f"--notebook-dir={folder}",
          "--ServerApp.allow_root=True", "--LabApp.expose_app_in_browser=True"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -80,9 +80,20 @@ def jupyterlab(tmp_path):
     else:
         server.kill()
         pytest.fail("JupyterLab did not start within 90 s")
-    yield f"{base}/lab/tree/{chapter.name}?token={token}", chapter
-    server.terminate()
-    server.wait(timeout=20)
+    try:
+        yield f"{base}/lab/tree/{notebook_name}?token={token}"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """JupyterLab serving a copy of one chapter, on loopback, with a token."""
+    chapter = chapter_with_attention_view()
+    first_cells_until_view(chapter, tmp_path / chapter.name)
+    with _serve(tmp_path, chapter.name) as url:
+        yield url, chapter
 
 
 # The open notebook, read through JupyterLab's own model (window.jupyterapp): its kernel's
@@ -119,6 +130,49 @@ def _wait_for_view(page, timeout_s: float) -> dict:
     raise AssertionError(f"no attention view after {timeout_s:.0f} s; notebook state: {state}")
 
 
+def _open_and_run_all(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    # Run only once the notebook's kernel has started and is idle (the toolbar's
+    # indicator can read idle before a kernel is connected).
+    page.wait_for_function(f"() => {{ const s = ({NOTEBOOK_STATE})(); "
+                           "return s && s.kernel === 'idle'; }", timeout=120_000)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def test_grading_cell_shows_the_report_in_jupyterlab(tmp_path):
+    """The "check your work" cell grades the saved notebook and renders its report table."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.course_layout import FIXTURE
+
+    nb = notebooks.read_notebook(FIXTURE.student_notebook)
+    nb.cells = [c for c in nb.cells if not notebooks.is_test_cell(c)]
+    for cell in nb.cells:
+        if notebooks.nbgrader_meta(cell).get("grade_id") == "center_rows":
+            cell.source = "def center_rows(x):\n    return x - x.mean(dim=-1, keepdim=True)\n"
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from utils.check_my_work import grade_my_work\n"
+        f"grade_my_work(checks_folder={str(FIXTURE.checks)!r}, "
+        f"released_dir={str(FIXTURE.chapters)!r})"))
+    notebooks.write_notebook(nb, tmp_path / f"{FIXTURE.name}.ipynb")
+    table = ".jp-OutputArea-output table"
+    with _serve(tmp_path, f"{FIXTURE.name}.ipynb") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            _open_and_run_all(page, url)
+            page.wait_for_selector(table, timeout=180_000)
+            text = page.locator(".jp-OutputArea-output:has(table)").last.inner_text()
+        except Exception:
+            page.screenshot(path=str(tmp_path / "grading-cell-FAILED.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert "1 / 3 points" in text, text
+    assert "center_rows" in text and "mask_future" in text and "not implemented" in text
+
+
 def test_chapter_renders_attention_view_in_chromium(jupyterlab, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -130,13 +184,7 @@ def test_chapter_renders_attention_view_in_chromium(jupyterlab, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(url)
-            page.wait_for_selector(".jp-Notebook", timeout=90_000)
-            # Run only once the notebook's kernel has started and is idle (the toolbar's
-            # indicator can read idle before a kernel is connected).
-            page.wait_for_function(f"() => {{ const s = ({NOTEBOOK_STATE})(); "
-                                   "return s && s.kernel === 'idle'; }", timeout=120_000)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            _open_and_run_all(page, url)
             _wait_for_view(page, timeout_s=420)
             page.wait_for_function(f"() => [...document.querySelectorAll(\"{VIEW}\")]"
                                    ".some(e => e.querySelector('svg, canvas, table, div div'))",

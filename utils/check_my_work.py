@@ -71,7 +71,8 @@ def report_html(report, stale: list[str]) -> str:
 
 
 def grade_my_work(path: str | Path | None = None, show: bool = True, **grading):
-    """Grade ``path`` (default: this notebook's saved file) and show the report; returns it.
+    """Grade ``path`` (default: this notebook's saved file) and show the report (``show``), or
+    return it (``show=False``).
     ``grading`` goes to :func:`utils.grading.runner.grade_notebook` (``checks_folder``,
     ``released_dir``)."""
     from utils.grading.runner import chapter_of, grade_notebook
@@ -101,4 +102,5 @@ def grade_my_work(path: str | Path | None = None, show: bool = True, **grading):
             display(HTML(report_html(report, stale)))
         except ImportError:
             print(report.to_text())
+        return None
     return report
