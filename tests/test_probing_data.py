@@ -119,9 +119,15 @@ def test_randomly_initialised_restores_the_trained_weights():
         with randomly_initialised(model, seed=0) as twin:
             random_logits = twin(tokens)
             first = next(twin.original_model.parameters()).detach().clone()
+            with pytest.raises(smollm2.SharedModelChanged, match="randomly_initialised"):
+                smollm2.load_smollm2(verbose=False)  # nobody else gets the random weights
+            with pytest.raises(smollm2.SharedModelChanged, match="already changed"):
+                with randomly_initialised(model, seed=1):
+                    pass
         after = model(tokens)
         with randomly_initialised(model, seed=0) as twin:
             again = next(twin.original_model.parameters()).detach().clone()
     assert (random_logits - before).abs().max() > 1.0
     assert torch.equal(first, again)  # seeded
     assert torch.equal(before, after)  # restored exactly
+    assert smollm2.load_smollm2(verbose=False) is model

@@ -98,8 +98,48 @@ def test_cached_load_time(model):
     assert seconds <= 10
     assert fresh is not model
     t0 = time.perf_counter()
-    assert smollm2.load_smollm2() is fresh  # memoised
+    assert smollm2.load_smollm2() is model  # memoised; a fresh model is never shared
     assert time.perf_counter() - t0 < 0.1
+
+
+@needs_package
+def test_shared_model_is_guarded_and_fresh_is_private(model):
+    assert smollm2.load_smollm2() is model
+    with pytest.raises(ValueError, match="fresh=True, requires_grad=True"):
+        smollm2.load_smollm2(requires_grad=True)
+    assert not any(p.requires_grad for p in model.parameters())
+
+    private = smollm2.load_smollm2(fresh=True, requires_grad=True, verbose=False)
+    assert private is not model and smollm2.load_smollm2() is model
+    assert all(p.requires_grad for p in private.parameters())
+    assert not any(p.requires_grad for p in model.parameters())
+    shared_w = next(model.original_model.parameters())
+    before = shared_w.detach().clone()
+    with torch.no_grad():
+        next(private.original_model.parameters()).add_(1.0)  # edit the private copy
+    assert torch.equal(shared_w, before)
+
+    for change, undo, message in [
+        (lambda: model.requires_grad_(True), lambda: model.requires_grad_(False),
+         r"requires_grad=True .*`model.requires_grad_\(False\)`"),
+        (model.train, model.eval, r"training mode .*`model.eval\(\)`"),
+    ]:
+        change()
+        try:
+            with pytest.raises(smollm2.SharedModelChanged, match=message):
+                smollm2.load_smollm2()
+        finally:
+            undo()
+        assert smollm2.load_smollm2() is model
+
+    with smollm2.changed_for_now(model, "a test"):
+        with pytest.raises(smollm2.SharedModelChanged, match="inside `with a test:`"):
+            smollm2.load_smollm2()
+        with pytest.raises(smollm2.SharedModelChanged, match="already changed by a test"):
+            with smollm2.changed_for_now(model, "another test"):
+                pass
+        assert smollm2.load_smollm2(fresh=True, verbose=False) is not model  # still allowed
+    assert smollm2.load_smollm2() is model
 
 
 @needs_package

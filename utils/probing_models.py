@@ -9,7 +9,8 @@ A second 135M-parameter model does not fit next to SmolLM2 in a 1.5 GB notebook,
 Hugging Face initialisation: every matrix N(0, 0.02), norm scales 1) and, on leaving the
 ``with`` block, restores the trained weights exactly from the cached processed checkpoint,
 pointing each parameter back at the memory-mapped file. Inside the block the model is an
-untrained model of the same shape, with the same tokenizer and hooks. Memory: the random
+untrained model of the same shape, with the same tokenizer and hooks; ``load_smollm2()``
+refuses to hand the model out until the block ends. Memory: the random
 values cost private pages for every weight (about 110 MB more than the trained model, whose
 embedding rows are only read where a token needs them); they are freed when the block ends.
 """
@@ -78,12 +79,20 @@ def randomly_initialised(model: Any, seed: int = 0, std: float | None = None) ->
     N(0, ``std``) (default: the model config's ``initializer_range``, 0.02), norm scales 1,
     other vectors 0, deterministically from ``seed``. The trained weights come back when the
     block ends, even on an error. Don't keep references to the twin's weights.
+
+    The change is in place: ``twin`` *is* ``model``, so anything holding the shared model
+    sees the random weights until the block ends. Meanwhile ``load_smollm2()`` raises
+    :class:`utils.smollm2.SharedModelChanged` instead of handing the model out, and a nested
+    ``randomly_initialised`` on the same model is refused.
     """
+    from utils.smollm2 import changed_for_now
+
     hf_model = model.original_model
     if std is None:
         std = float(getattr(hf_model.config, "initializer_range", 0.02))
-    try:
-        _randomise(hf_model, seed, std)
-        yield model
-    finally:
-        _restore(hf_model)
+    with changed_for_now(model, f"randomly_initialised(model, seed={seed})"):
+        try:
+            _randomise(hf_model, seed, std)
+            yield model
+        finally:
+            _restore(hf_model)

@@ -36,6 +36,7 @@ import sys
 import time
 import types
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -468,6 +469,50 @@ def _load_from_cache(root: Path, device: str = "cpu") -> Any:
     return bridge
 
 
+class SharedModelChanged(RuntimeError):
+    """The shared SmolLM2 was changed in a way every cell holding it would see."""
+
+
+# Shared models changed in place for a while (by ``randomly_initialised``): model -> by what.
+_CHANGED_FOR_NOW: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def changed_for_now(model: Any, by: str) -> Iterator[Any]:
+    """Mark ``model`` as changed in place inside the block (``by`` says how).
+
+    Meanwhile :func:`load_smollm2` refuses to hand the shared model out, and a second mark
+    (e.g. a nested ``randomly_initialised``) is refused too.
+    """
+    if model in _CHANGED_FOR_NOW:
+        raise SharedModelChanged(f"this SmolLM2 is already changed by {_CHANGED_FOR_NOW[model]};"
+                                 " finish that `with` block first")
+    _CHANGED_FOR_NOW[model] = by
+    try:
+        yield model
+    finally:
+        del _CHANGED_FOR_NOW[model]
+
+
+def _check_untouched(model: Any) -> None:
+    """Refuse to hand out the shared model if a holder changed what the others would see."""
+    private = "or take a model of your own: `load_smollm2(fresh=True)`"
+    if model in _CHANGED_FOR_NOW:
+        raise SharedModelChanged(
+            f"the shared SmolLM2 has other weights right now: this call is inside "
+            f"`with {_CHANGED_FOR_NOW[model]}:`. Load it after the block ends, {private}.")
+    if any(p.requires_grad for p in model.parameters()):
+        raise SharedModelChanged(
+            "parameters of the shared SmolLM2 have requires_grad=True (someone called "
+            "`model.requires_grad_(True)`), so every forward pass of every cell would build an "
+            "autograd graph. Undo it with `model.requires_grad_(False)`, or take a model of "
+            "your own that tracks gradients: `load_smollm2(fresh=True, requires_grad=True)`.")
+    if model.training:
+        raise SharedModelChanged(
+            "the shared SmolLM2 was left in training mode (`model.train()`). Undo it with "
+            f"`model.eval()`, {private}.")
+
+
 def load_smollm2(
     device: str = "cpu", fresh: bool = False, requires_grad: bool = False, verbose: bool = True
 ) -> Any:
@@ -477,21 +522,35 @@ def load_smollm2(
     ``hook_z``, ``cache["pattern", L]``, ``W_Q``, ``W_U``...). The tokenizer is attached:
     ``model.to_tokens(text)`` prepends the BOS ``<|im_start|>`` (id 1) unless
     ``prepend_bos=False``. Builds the cache on first use (one-time ~30 s, in a subprocess).
+    ~1 s from cache once torch/TL are imported.
 
-    The model is memoised per device; ``fresh=True`` builds a new one (e.g. after editing
-    weights in place) and memoises that instead. ~1 s from cache once torch/TL are imported.
-    Parameters have ``requires_grad=False`` by default (unlike a fresh bridge): a forward
-    without ``torch.no_grad()`` then builds no autograd graph (8x64 run_with_cache: 1.3 GB
-    instead of 2.3 GB peak). Pass ``requires_grad=True`` for gradient-based methods
-    (attribution patching), or call ``model.requires_grad_(True)``.
+    Shared or private: by default every call returns the *same* model (memoised per device),
+    so treat it as read-only: no weight edits, no ``requires_grad_(True)``, no ``train()``,
+    no hooks left attached. Before handing it out again this checks that its parameters do
+    not require gradients, that it is in eval mode and that no ``randomly_initialised`` block
+    is running on it, and raises :class:`SharedModelChanged` saying how to undo it otherwise.
+    ``fresh=True`` loads a private model that no other call ever returns (the weights are
+    memory-mapped copy-on-write, so it costs only what you change): edit or train it freely.
+
+    Parameters have ``requires_grad=False`` (unlike a fresh bridge): a forward without
+    ``torch.no_grad()`` then builds no autograd graph (8x64 run_with_cache: 1.3 GB instead of
+    2.3 GB peak). Gradients with respect to activations need no more (attribution patching:
+    ``embed.detach().requires_grad_(True)`` in a hook). ``requires_grad=True`` (gradients for
+    the weights) is only for a private model: pass ``fresh=True`` too.
     """
+    if requires_grad and not fresh:
+        raise ValueError(
+            "requires_grad=True would change the shared SmolLM2 of every cell; ask for a model "
+            "of your own: load_smollm2(fresh=True, requires_grad=True)")
+    if fresh:
+        model = _load_from_cache(_ensure_cache(verbose=verbose), device=device)
+        return model.requires_grad_(requires_grad)
     key = str(device)
-    if fresh or key not in _MEMO:
-        root = _ensure_cache(verbose=verbose)
-        _MEMO[key] = _load_from_cache(root, device=device)
-    model = _MEMO[key]
-    model.requires_grad_(requires_grad)
-    return model
+    if key not in _MEMO:
+        model = _load_from_cache(_ensure_cache(verbose=verbose), device=device)
+        _MEMO[key] = model.requires_grad_(False)
+    _check_untouched(_MEMO[key])
+    return _MEMO[key]
 
 
 # --------------------------------------------------------------------------- CLI
