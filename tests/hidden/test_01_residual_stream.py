@@ -20,6 +20,7 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
+from utils.grading.diagnosis import Mistake
 from utils.reference import residual_stream as ref
 
 SMOL_LAYERS = 30
@@ -66,7 +67,9 @@ def test_per_token_loss(submission):
     got = expect_tensor(per_token_loss(logits, tokens), "per_token_loss", "batch pos_minus_1",
                         (3, 8))
     assert_close(got, ref.per_token_loss(logits, tokens), "per_token_loss", atol=1e-4,
-                 what="losses (entry [b, i] is the loss of predicting tokens[b, i + 1])")
+                 what="losses (entry [b, i] is the loss of predicting tokens[b, i + 1])",
+                 dims="batch pos", inputs="random logits for 3 sequences of 9 tokens, "
+                 "a 17-token vocabulary")
     # Logits with gaps of hundreds: softmax(...).log() underflows here, log_softmax does not.
     sharp = logits * 80
     got = per_token_loss(sharp, tokens)
@@ -75,7 +78,8 @@ def test_per_token_loss(submission):
                               "log_softmax rather than the log of a softmax")
     got = expect_tensor(got, "per_token_loss", "batch pos_minus_1", (3, 8))
     assert_close(got, ref.per_token_loss(sharp, tokens), "per_token_loss", atol=1e-2, rtol=1e-4,
-                 what="losses for large logits")
+                 what="losses for large logits", dims="batch pos",
+                 inputs="the same logits times 80 (gaps of hundreds between logits)")
 
 
 # ------------------------------------------------------------------------------ section 2
@@ -90,11 +94,14 @@ def test_residual_components(submission):
     # Entries at BOS reach ~25,000, where float32 resolves ~0.002; the reference takes
     # differences of residual snapshots, so allow a few units in the last place.
     assert_close(got, expected, "residual_components", atol=2e-2, rtol=1e-4,
-                 what="components (order: embed, attn 0, mlp 0, attn 1, mlp 1, ...)")
+                 what="components (order: embed, attn 0, mlp 0, attn 1, mlp 1, ...)",
+                 dims="component batch pos d_model",
+                 inputs=f"SmolLM2's cache of {COMPONENT_PROMPT!r}, n_layers={SMOL_LAYERS}")
     few = expect_tensor(residual_components(cache, 4), "residual_components(cache, n_layers=4)",
                         "component batch pos d_model", (9, *expected.shape[1:]))
     assert_close(few, expected[:9], "residual_components(cache, n_layers=4)", atol=2e-2,
-                 rtol=1e-4, what="components")
+                 rtol=1e-4, what="components", dims="component batch pos d_model",
+                 inputs=f"SmolLM2's cache of {COMPONENT_PROMPT!r}, n_layers=4")
 
 
 # ------------------------------------------------------------------------------ section 3
@@ -106,11 +113,14 @@ def test_logit_lens(submission):
         expected = ref.logit_lens(_model(), _cache(LENS_PROMPT))
     got = expect_tensor(logit_lens(sandbox_model("smollm2"), sandbox_cache("smollm2", tokens)),
                         "logit_lens", "layer_plus_1 batch pos d_vocab", tuple(expected.shape))
+    inputs = f"SmolLM2 and its cache of {LENS_PROMPT!r}"
     assert_close(got[-1], expected[-1], "logit_lens", atol=5e-3, rtol=1e-3,
-                 what="final entry (it should equal the model's logits)")
+                 what="final entry (it should equal the model's logits)",
+                 dims="batch pos d_vocab", inputs=inputs)
     for layer in range(expected.shape[0] - 1):
         assert_close(got[layer], expected[layer], f"logit_lens, entry {layer}", atol=5e-3,
-                     rtol=1e-3, what=f"logits decoded from blocks.{layer}.hook_resid_pre")
+                     rtol=1e-3, what=f"logits decoded from blocks.{layer}.hook_resid_pre",
+                     dims="batch pos d_vocab", inputs=inputs)
 
 
 @points(1)
@@ -124,7 +134,9 @@ def test_logit_lens_agreement(submission):
     expected = ref.logit_lens_agreement(lens)
     got = expect_tensor(logit_lens_agreement(lens), "logit_lens_agreement", "layer", (6,))
     assert_close(got, expected, "logit_lens_agreement", atol=1e-6,
-                 what="fractions of (batch, pos) agreeing with the last layer's top-1")
+                 what="fractions of (batch, pos) agreeing with the last layer's top-1",
+                 dims="layer", inputs="lens logits for 6 layers, 2 prompts, 5 positions, "
+                 "a 4-token vocabulary")
 
 
 # ------------------------------------------------------------------------------ section 4
@@ -137,14 +149,17 @@ def test_logit_diff_attribution(submission):
     got = logit_diff_attribution(sandbox_model("smollm2"), sandbox_cache("smollm2", tokens),
                                  answer, wrong)
     got = expect_tensor(got, "logit_diff_attribution", "component", tuple(expected.shape))
+    inputs = f"SmolLM2's cache of {IOI_CHECK_PROMPT!r}, answer {IOI_CHECK_ANSWER!r}, " \
+        f"wrong {IOI_CHECK_WRONG!r}"
     assert_close(got, expected, "logit_diff_attribution", atol=2e-3, rtol=1e-3,
-                 what="attributions (embed, attn 0, mlp 0, ...)")
+                 what="attributions (embed, attn 0, mlp 0, ...)", dims="component",
+                 inputs=inputs)
     # Swapping the two answers flips every sign.
     flipped = expect_tensor(logit_diff_attribution(
         sandbox_model("smollm2"), sandbox_cache("smollm2", tokens), wrong, answer),
         "logit_diff_attribution", "component", tuple(expected.shape))
     assert_close(flipped, -expected, "logit_diff_attribution (answers swapped)", atol=2e-3,
-                 rtol=1e-3)
+                 rtol=1e-3, dims="component", inputs=inputs)
 
 
 @points(2)
@@ -157,7 +172,9 @@ def test_head_logit_attribution(submission):
                                  answer, wrong)
     got = expect_tensor(got, "head_logit_attribution", "layer head_index", tuple(expected.shape))
     assert_close(got, expected, "head_logit_attribution", atol=2e-3, rtol=1e-3,
-                 what="attributions [layer, head]")
+                 what="attributions [layer, head]", dims="layer head_index",
+                 inputs=f"SmolLM2's cache of {IOI_CHECK_PROMPT!r}, answer "
+                 f"{IOI_CHECK_ANSWER!r}, wrong {IOI_CHECK_WRONG!r}")
 
 
 # ------------------------------------------------------------------------------ section 5
@@ -177,8 +194,9 @@ def test_explained_variance_ratio(submission):
         got = expect_tensor(explained_variance_ratio(W), "explained_variance_ratio", "d_model",
                             (d,))
         assert_close(got, ref.explained_variance_ratio(W), "explained_variance_ratio",
-                     atol=2e-5, rtol=1e-3,
-                     what=f"variance fractions for a {n} x {d} matrix (largest first)")
+                     atol=2e-5, rtol=1e-3, what="variance fractions (largest first)",
+                     dims="d_model", inputs=f"a {n} x {d} matrix whose rows have a large "
+                     "common mean")
 
 
 # ------------------------------------------------------------------------------ section 6
@@ -197,152 +215,243 @@ def test_key_read_shares(submission):
     expected = ref.key_read_shares(parts, ln_scale, W)
     got = expect_tensor(key_read_shares(parts, ln_scale, W), "key_read_shares", "component",
                         (n_comp,))
-    assert_close(got, expected, "key_read_shares", atol=1e-4, rtol=1e-3, what="shares")
+    assert_close(got, expected, "key_read_shares", atol=1e-4, rtol=1e-3, what="shares",
+                 dims="component", inputs="5 random parts (two correlated, one offset along "
+                 "all-ones, one constant) over 3 sequences of 7 positions, d_model=16, d_head=6")
 
 
 # ------------------------------------------------------------------------------ mutants
 MUTANTS = {
     "per_token_loss": {
-        "off_by_one_shift": '''def per_token_loss(logits, tokens):
+        "off_by_one_shift": Mistake(
+            "you dropped the first position's logits instead of the last: the logits at position "
+            "i predict the token at i + 1, so pair logits 0..pos-2 with tokens 1..pos-1",
+            '''def per_token_loss(logits, tokens):
     log_probs = logits.log_softmax(dim=-1)[:, 1:]
-    return -log_probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)''',
-        "predicts_current_token": '''def per_token_loss(logits, tokens):
+    return -log_probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)''', hint=1),
+        "predicts_current_token": Mistake(
+            "you scored the logits at each position against the token at that same position: "
+            "they are the model's guess for the next token, at i + 1",
+            '''def per_token_loss(logits, tokens):
     log_probs = logits.log_softmax(dim=-1)[:, :-1]
-    return -log_probs.gather(-1, tokens[:, :-1].unsqueeze(-1)).squeeze(-1)''',
-        "log_of_softmax": '''def per_token_loss(logits, tokens):
+    return -log_probs.gather(-1, tokens[:, :-1].unsqueeze(-1)).squeeze(-1)''', hint=1),
+        "log_of_softmax": Mistake(
+            "you took the log of a softmax, which underflows to -inf when the logits are far "
+            "apart: log_softmax gives the same log-probabilities stably",
+            '''def per_token_loss(logits, tokens):
     probs = logits.softmax(dim=-1)[:, :-1]
-    return -probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).log()''',
-        "raw_logit_not_log_prob": '''def per_token_loss(logits, tokens):
-    return -logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)''',
+    return -probs.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1).log()''', hint=2),
+        "raw_logit_not_log_prob": Mistake(
+            "you used the target's raw logit: the loss is minus its log-probability, so "
+            "normalise the logits over the vocabulary (log_softmax) before picking the target",
+            '''def per_token_loss(logits, tokens):
+    return -logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)''', hint=2),
     },
     "residual_components": {
-        "cumulative_streams": '''def residual_components(cache, n_layers):
+        "cumulative_streams": Mistake(
+            "you stacked snapshots of the residual stream (resid_mid, resid_post), which are "
+            "running sums: each component is what one sublayer writes, its attn_out or mlp_out",
+            '''def residual_components(cache, n_layers):
     parts = [cache["hook_embed"]]
     for layer in range(n_layers):
         parts += [cache["resid_mid", layer], cache["resid_post", layer]]
-    return t.stack(parts)''',
-        "attention_first_then_mlps": '''def residual_components(cache, n_layers):
+    return t.stack(parts)''', hint=1),
+        "attention_first_then_mlps": Mistake(
+            "you put all the attention outputs before all the MLP outputs: keep the order in "
+            "which they are written, layer by layer (embed, attn 0, mlp 0, attn 1, mlp 1, ...)",
+            '''def residual_components(cache, n_layers):
     attn = [cache["attn_out", layer] for layer in range(n_layers)]
     mlp = [cache["mlp_out", layer] for layer in range(n_layers)]
-    return t.stack([cache["hook_embed"]] + attn + mlp)''',
-        "ignores_n_layers": '''def residual_components(cache, n_layers):
+    return t.stack([cache["hook_embed"]] + attn + mlp)'''),
+        "ignores_n_layers": Mistake(
+            "you used a fixed number of layers instead of the n_layers argument: with n_layers=4 "
+            "the answer holds the embedding and the first four layers' two outputs, 9 components",
+            '''def residual_components(cache, n_layers):
     parts = [cache["hook_embed"]]
     for layer in range(30):
         parts += [cache["attn_out", layer], cache["mlp_out", layer]]
-    return t.stack(parts)''',
+    return t.stack(parts)'''),
     },
     "logit_lens": {
-        "no_final_norm": '''def logit_lens(model, cache):
+        "no_final_norm": Mistake(
+            "you decoded the streams without the final RMSNorm: divide each stream by its "
+            "root-mean-square over d_model before multiplying by W_U",
+            '''def logit_lens(model, cache):
     n = model.cfg.n_layers
     x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
-    return x @ model.W_U + model.b_U''',
-        "final_scale_for_every_layer": '''def logit_lens(model, cache):
+    return x @ model.W_U + model.b_U'''),
+        "final_scale_for_every_layer": Mistake(
+            "you divided every layer's stream by the final norm's cached scale, which belongs to "
+            "the last stream only: compute each stream's own root-mean-square over d_model",
+            '''def logit_lens(model, cache):
     n = model.cfg.n_layers
     x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
-    return x / cache["ln_final.hook_scale"] @ model.W_U + model.b_U''',
-        "resid_post_wrong_layer": '''def logit_lens(model, cache):
+    return x / cache["ln_final.hook_scale"] @ model.W_U + model.b_U''', hint=2),
+        "resid_post_wrong_layer": Mistake(
+            "you decoded each layer's output (resid_post) instead of its input: entry L decodes "
+            "blocks.L.hook_resid_pre, so entry 0 is the bare embedding and only the last entry "
+            "is a resid_post",
+            '''def logit_lens(model, cache):
     n = model.cfg.n_layers
     x = t.stack([cache["resid_post", L] for L in range(n)] + [cache["resid_post", n - 1]])
     x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
-    return x @ model.W_U + model.b_U''',
-        "layernorm_not_rmsnorm": '''def logit_lens(model, cache):
+    return x @ model.W_U + model.b_U''', hint=1),
+        "layernorm_not_rmsnorm": Mistake(
+            "you subtracted the mean over d_model as a LayerNorm would: SmolLM2's final norm is "
+            "an RMSNorm, which only divides by the root-mean-square",
+            '''def logit_lens(model, cache):
     n = model.cfg.n_layers
     x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
     x = x - x.mean(-1, keepdim=True)
     x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
-    return x @ model.W_U + model.b_U''',
+    return x @ model.W_U + model.b_U'''),
     },
     "logit_lens_agreement": {
-        "compares_with_first_layer": '''def logit_lens_agreement(lens_logits):
+        "compares_with_first_layer": Mistake(
+            "you compared every layer with the first layer: agreement is with the last layer's "
+            "top-1 token, the model's own prediction, so the last entry is 1",
+            '''def logit_lens_agreement(lens_logits):
     top = lens_logits.argmax(-1)
-    return (top == top[0]).float().mean(dim=(1, 2))''',
-        "compares_with_next_layer": '''def logit_lens_agreement(lens_logits):
+    return (top == top[0]).float().mean(dim=(1, 2))''', hint=1),
+        "compares_with_next_layer": Mistake(
+            "you compared each layer with the next one: every layer is compared with the last "
+            "layer's top-1 token, the model's own prediction",
+            '''def logit_lens_agreement(lens_logits):
     top = lens_logits.argmax(-1)
     nxt = t.cat([top[1:], top[-1:]])
-    return (top == nxt).float().mean(dim=(1, 2))''',
-        "argmax_over_positions": '''def logit_lens_agreement(lens_logits):
+    return (top == nxt).float().mean(dim=(1, 2))''', hint=1),
+        "argmax_over_positions": Mistake(
+            "you took the argmax over positions: the top-1 token is the argmax over the "
+            "vocabulary, the last axis",
+            '''def logit_lens_agreement(lens_logits):
     top = lens_logits.argmax(dim=2)
-    return (top == top[-1]).float().mean(dim=(1, 2))''',
+    return (top == top[-1]).float().mean(dim=(1, 2))''', hint=1),
     },
     "logit_diff_attribution": {
-        "forgets_final_norm_scale": '''def logit_diff_attribution(model, cache, answer, wrong):
+        "forgets_final_norm_scale": Mistake(
+            "you left out the final norm: divide every component by ln_final.hook_scale at the "
+            "last position before projecting onto the answer direction",
+            '''def logit_diff_attribution(model, cache, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
     for L in range(model.cfg.n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
-    return t.stack(parts) @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
-        "normalises_each_component": '''def logit_diff_attribution(model, cache, answer, wrong):
+    return t.stack(parts) @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=2),
+        "normalises_each_component": Mistake(
+            "you normalised each component by its own root-mean-square: the final norm divides "
+            "the whole stream, so every component shares one divisor, the cached "
+            "ln_final.hook_scale at the last position",
+            '''def logit_diff_attribution(model, cache, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
     for L in range(model.cfg.n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
     x = t.stack(parts)
     x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
-    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
-        "scale_from_first_position": '''def logit_diff_attribution(model, cache, answer, wrong):
+    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=2),
+        "scale_from_first_position": Mistake(
+            "you took the final norm's scale at the first position: the logits are read at the "
+            "last position, so divide by the scale there",
+            '''def logit_diff_attribution(model, cache, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
     for L in range(model.cfg.n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
     x = t.stack(parts) / cache["ln_final.hook_scale"][0, 0]
-    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
-        "answer_logit_only": '''def logit_diff_attribution(model, cache, answer, wrong):
+    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=2),
+        "answer_logit_only": Mistake(
+            "you attributed the answer's logit alone: project onto the difference W_U[:, answer] "
+            "- W_U[:, wrong], so that the wrong answer's logit is subtracted",
+            '''def logit_diff_attribution(model, cache, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
     for L in range(model.cfg.n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
     x = t.stack(parts) / cache["ln_final.hook_scale"][0, -1]
-    return x @ model.W_U[:, answer]''',
+    return x @ model.W_U[:, answer]''', hint=2),
     },
     "head_logit_attribution": {
-        "forgets_final_norm_scale": '''def head_logit_attribution(model, cache, answer, wrong):
+        "forgets_final_norm_scale": Mistake(
+            "you left out the final norm: divide every head's write by ln_final.hook_scale at "
+            "the last position, as in logit_diff_attribution",
+            '''def head_logit_attribution(model, cache, answer, wrong):
     z = t.stack([cache["z", L][0, -1] for L in range(model.cfg.n_layers)])
     out = einops.einsum(z, model.W_O, "l h d, l h d m -> l h m")
-    return out @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
-        "sums_over_positions": '''def head_logit_attribution(model, cache, answer, wrong):
+    return out @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=1),
+        "sums_over_positions": Mistake(
+            "you summed z over all positions: only the head's write at the last position reaches "
+            "the logits read there",
+            '''def head_logit_attribution(model, cache, answer, wrong):
     z = t.stack([cache["z", L][0].sum(0) for L in range(model.cfg.n_layers)])
     out = einops.einsum(z, model.W_O, "l h d, l h d m -> l h m")
     out = out / cache["ln_final.hook_scale"][0, -1]
-    return out @ (model.W_U[:, answer] - model.W_U[:, wrong])''',
-        "layer_output_split_evenly": '''def head_logit_attribution(model, cache, answer, wrong):
+    return out @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=2),
+        "layer_output_split_evenly": Mistake(
+            "you shared each layer's attention output equally among its heads: each head writes "
+            "its own z @ W_O[L, h], so compute every head's write separately",
+            '''def head_logit_attribution(model, cache, answer, wrong):
     n, h = model.cfg.n_layers, model.cfg.n_heads
     out = t.stack([cache["attn_out", L][0, -1] for L in range(n)]) / cache["ln_final.hook_scale"][0, -1]
     per_layer = out @ (model.W_U[:, answer] - model.W_U[:, wrong])
-    return (per_layer / h)[:, None].expand(n, h).clone()''',
+    return (per_layer / h)[:, None].expand(n, h).clone()''', hint=1),
     },
     "explained_variance_ratio": {
-        "not_centred": '''def explained_variance_ratio(W):
+        "not_centred": Mistake(
+            "you did not centre the rows: PCA measures variance around the mean vector, so "
+            "subtract it first (otherwise the first direction mostly points at the mean)",
+            '''def explained_variance_ratio(W):
     s = t.linalg.svdvals(W).pow(2)
-    return s / s.sum()''',
-        "singular_values_not_squared": '''def explained_variance_ratio(W):
+    return s / s.sum()''', hint=1),
+        "singular_values_not_squared": Mistake(
+            "you used singular values: variances are the squared singular values of the centred "
+            "matrix (or the eigenvalues of its covariance)",
+            '''def explained_variance_ratio(W):
     s = t.linalg.svdvals(W - W.mean(0))
-    return s / s.sum()''',
-        "columns_as_samples": '''def explained_variance_ratio(W):
+    return s / s.sum()''', hint=1),
+        "columns_as_samples": Mistake(
+            "you treated the columns as the samples: each row of W is one vector, so centre over "
+            "the rows and take the covariance over d_model",
+            '''def explained_variance_ratio(W):
     X = W.T - W.T.mean(0)
     s = t.linalg.svdvals(X).pow(2)
-    return s / s.sum()''',
-        "cumulative": '''def explained_variance_ratio(W):
+    return s / s.sum()''', hint=1),
+        "cumulative": Mistake(
+            "you returned the cumulative fractions: each entry is the fraction explained by that "
+            "one direction, and the entries sum to 1",
+            '''def explained_variance_ratio(W):
     s = t.linalg.svdvals(W - W.mean(0)).pow(2)
-    return (s / s.sum()).cumsum(0)''',
+    return (s / s.sum()).cumsum(0)'''),
     },
     "key_read_shares": {
-        "variance_of_each_part_alone": '''def key_read_shares(parts, ln_scale, W):
+        "variance_of_each_part_alone": Mistake(
+            "you gave each part the variance of its own term: correlated parts share variance, "
+            "so use each part's covariance with the total, Cov(k_c, k), divided by Var(k)",
+            '''def key_read_shares(parts, ln_scale, W):
     x = (parts - parts.mean(-1, keepdim=True)) / ln_scale
     k = einops.einsum(x, W, "c b p m, m h -> c b p h")
     k = k - k.mean(dim=(1, 2), keepdim=True)
     var = k.pow(2).sum(dim=(1, 2, 3))
-    return var / var.sum()''',
-        "forgets_ln_scale": '''def key_read_shares(parts, ln_scale, W):
+    return var / var.sum()''', hint=2),
+        "forgets_ln_scale": Mistake(
+            "you left out the LayerNorm's scale: divide each centred part by ln_scale before "
+            "projecting with W",
+            '''def key_read_shares(parts, ln_scale, W):
     x = parts - parts.mean(-1, keepdim=True)
     k = einops.einsum(x, W, "c b p m, m h -> c b p h")
     k = k - k.mean(dim=(1, 2), keepdim=True)
     total = k.sum(0)
-    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''',
-        "no_layernorm_centring": '''def key_read_shares(parts, ln_scale, W):
+    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''', hint=1),
+        "no_layernorm_centring": Mistake(
+            "you did not centre the parts over d_model: LayerNorm subtracts each vector's mean "
+            "first, which removes anything written along the all-ones direction",
+            '''def key_read_shares(parts, ln_scale, W):
     k = einops.einsum(parts / ln_scale, W, "c b p m, m h -> c b p h")
     k = k - k.mean(dim=(1, 2), keepdim=True)
     total = k.sum(0)
-    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''',
-        "second_moments_not_variances": '''def key_read_shares(parts, ln_scale, W):
+    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''', hint=1),
+        "second_moments_not_variances": Mistake(
+            "you did not subtract the mean over samples: shares are of variances and covariances "
+            "over (batch, pos), so a part that only adds a constant, like a bias, gets 0",
+            '''def key_read_shares(parts, ln_scale, W):
     x = (parts - parts.mean(-1, keepdim=True)) / ln_scale
     k = einops.einsum(x, W, "c b p m, m h -> c b p h")
     total = k.sum(0)
-    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''',
+    return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''', hint=1),
     },
 }
