@@ -215,6 +215,11 @@ class Grader:
                     .get(check.exercise, {}).items() if isinstance(m, Mistake)}
         if not calls or not mistakes or not all(c.ok for c in calls):
             return None
+        own = submission.sources.get(check.exercise, "").strip()
+        for name, mistake in mistakes.items():  # the same code gave these very outputs
+            if mistake.source.strip() == own:
+                for call in calls:
+                    self._mistake_outputs.setdefault((name, call.key()), (True, call.value))
         matches = []
         for name, mistake in mistakes.items():
             for call in calls:
