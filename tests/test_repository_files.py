@@ -1,0 +1,40 @@
+"""The files a hosted repository and its contributors expect, kept true to the project."""
+
+import re
+
+from utils.paths import REPO_ROOT
+
+
+def test_licences_for_code_and_content():
+    assert (REPO_ROOT / "LICENSE").read_text().startswith("MIT License")
+    content = (REPO_ROOT / "LICENSE-CONTENT").read_text()
+    assert "CC BY 4.0" in content and "creativecommons.org/licenses/by/4.0" in content
+
+
+def test_ci_workflow_runs_the_local_ci_script():
+    workflow = (REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    assert re.search(r"^\s+run: bash \.ci/run$", workflow, re.M)
+    assert (REPO_ROOT / ".ci" / "run").is_file()
+
+
+def test_pre_commit_ruff_matches_the_pinned_ruff():
+    pinned = re.search(r"^ruff==(\S+)$", (REPO_ROOT / "requirements.txt").read_text(), re.M)
+    config = (REPO_ROOT / ".pre-commit-config.yaml").read_text()
+    assert "astral-sh/ruff-pre-commit" in config
+    assert f"rev: v{pinned.group(1)}" in config
+
+
+def test_contributing_points_at_what_exists():
+    text = (REPO_ROOT / "CONTRIBUTING.md").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    for target in re.findall(r"^make (\w+)", text, re.M):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+    for link in re.findall(r"\]\(([^)#]+)\)", text):
+        assert (REPO_ROOT / link).exists(), link
+
+
+def test_requirements_header_points_at_a_real_section():
+    header = (REPO_ROOT / "requirements.txt").read_text().split("\n\n")[0]
+    for doc, section in re.findall(r"see (\S+\.md) \(([^)]+)\)", header):
+        assert f"## {section}" in (REPO_ROOT / doc).read_text(), (doc, section)
+    assert "README (Installing)" not in header
