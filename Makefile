@@ -11,8 +11,17 @@ STAMP   = $(VENV)/.course-installed
 
 .PHONY: lab setup system-deps run-all test quicktest bench build clean-venv
 
+# Learners neither author nor grade: binder/learner-jupyter (an extra config folder for this
+# server only) hides nbgrader's instructor panels, as binder/postBuild does on Binder; the
+# `python -m nbgrader` commands instructors use are unaffected. JupyterLab refuses to start as
+# root ("Running as root is not recommended"), and containers often run as root: there the
+# learner owns the whole machine anyway, so --allow-root is added only when `id -u` is 0.
+# A chapters/utils.py (or utils/) of the learner's would shadow the course's utils package.
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=chapters
+	@for f in chapters/utils.py chapters/utils; do if [ -e "$$f" ]; then \
+	  echo "$$f shadows the course's utils package in the notebooks: rename it (e.g. my_utils.py)"; exit 1; fi; done
+	JUPYTER_CONFIG_PATH="$(CURDIR)/binder/learner-jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  $(BIN)/jupyter lab --notebook-dir=chapters $$([ "$$(id -u)" = "0" ] && echo --allow-root)
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c "import sys; assert sys.version_info[:2] == (3, 11), 'the course needs Python 3.11: set PYTHON=/path/to/python3.11'"

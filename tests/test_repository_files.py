@@ -38,3 +38,22 @@ def test_requirements_header_points_at_a_real_section():
     for doc, section in re.findall(r"see (\S+\.md) \(([^)]+)\)", header):
         assert f"## {section}" in (REPO_ROOT / doc).read_text(), (doc, section)
     assert "README (Installing)" not in header
+
+
+def test_make_lab_hides_the_instructor_panels_binder_hides():
+    import json
+
+    post_build = (REPO_ROOT / "binder" / "postBuild").read_text()
+    lab_hidden = set(re.findall(r"jupyter labextension disable (\S+)", post_build))
+    server_hidden = set(re.findall(r"jupyter server extension disable .*?(\S+)$", post_build,
+                                   re.M))
+    config = REPO_ROOT / "binder" / "learner-jupyter"
+    page = json.loads((config / "labconfig" / "page_config.json").read_text())
+    server = json.loads((config / "jupyter_server_config.json").read_text())
+    assert lab_hidden and {k for k, v in page["disabledExtensions"].items() if v} == lab_hidden
+    extensions = server["ServerApp"]["jpserver_extensions"]
+    assert server_hidden and {k for k, v in extensions.items() if v is False} == server_hidden
+    lab = re.search(r"^lab:.*?(?=^\S)", (REPO_ROOT / "Makefile").read_text(), re.M | re.S)
+    assert "binder/learner-jupyter" in lab.group(0)
+    assert '[ "$$(id -u)" = "0" ] && echo --allow-root' in lab.group(0)
+    assert "chapters/utils.py" in lab.group(0)
