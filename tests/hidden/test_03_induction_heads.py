@@ -24,6 +24,7 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
+from utils.grading.diagnosis import Mistake
 from utils.reference import induction_heads as ref
 
 TOY = "attn_only_2l"
@@ -62,13 +63,20 @@ def _circuit() -> tuple[int, int, int]:
 _CALLS_TRAINING_METRICS = re.compile(
     r"\butils\s*\.\s*training\b|from\s+utils\s+import\s+[^\n]*\btraining\b"
     r"|\bevaluate_heads\b|\bcheck_heads\b")
+# An answer that calls these is caught from its source, before any call: the check's message
+# is the mistake's explanation itself (the mutants below say the same).
+_CALLS_REFERENCE_MISTAKE = (
+    "you called the course's reference scores (utils.head_scores), which the grader does not "
+    "let answers use: compute the scores yourself; an answer that calls them earns no marks")
+_CALLS_TRAINING_MISTAKE = (
+    "you called the training module's own evaluation (utils.training), which the grader does "
+    "not let answers use: compute the losses and scores yourself; an answer that calls it "
+    "earns no marks")
 
 
 def _no_reference_calls(submission, name: str) -> None:
     if _CALLS_REFERENCE.search(submission.sources.get(name, "")):
-        raise SubmissionError(
-            f"{name}: compute the scores yourself; an answer that calls the course's reference "
-            "scores (utils.head_scores) earns no marks")
+        raise SubmissionError(f"{name}: {_CALLS_REFERENCE_MISTAKE}")
 
 
 def _causal_patterns(batch: int, heads: int, seq: int, seed: int) -> torch.Tensor:
@@ -98,7 +106,9 @@ def test_per_token_loss(submission):
     tokens = torch.randint(0, 13, (3, 9), generator=g)
     got = expect_tensor(per_token_loss(logits, tokens), "per_token_loss", "batch pos-1", (3, 8))
     assert_close(got, ref.per_token_loss(logits, tokens), "per_token_loss",
-                 what="losses (entry [b, p] is the loss of predicting tokens[b, p + 1])")
+                 what="losses (entry [b, p] is the loss of predicting tokens[b, p + 1])",
+                 dims="batch pos", inputs="random logits for 3 sequences of 9 tokens, a "
+                 "13-token vocabulary")
 
 
 @points(1)
@@ -129,7 +139,10 @@ def test_induction_scores(submission):
         got = expect_tensor(induction_scores(pattern, half_len), "induction_scores",
                             "head_index", (heads,))
         assert_close(got, ref.induction_scores(pattern, half_len), "induction_scores",
-                     what=f"scores (half_len={half_len}, {prefix} positions before the repeats)")
+                     what="scores", dims="head_index",
+                     inputs=f"random causal patterns of {batch} sequence(s), {heads} heads, "
+                     f"{prefix} position(s) before a block of 2 x {half_len} "
+                     f"(half_len={half_len})")
 
 
 @points(2)
@@ -147,7 +160,9 @@ def test_score_every_head(submission):
     for key in ("previous_token", "induction"):
         value = expect_tensor(got[key], f'score_every_head()["{key}"]', "layer head_index", shape)
         assert_close(value, expected[key], f'score_every_head()["{key}"]', atol=1e-4,
-                     what=f"{key.replace('_', '-')} scores")
+                     what=f"{key.replace('_', '-')} scores", dims="layer head_index",
+                     inputs="the toy model on 3 sequences of 13 random tokens repeated after "
+                     "BOS (half_len=13)")
 
 
 @points(2)
@@ -172,7 +187,9 @@ def test_composition_scores(submission):
         got = expect_tensor(composition_scores(sandbox_model(TOY), kind),
                             f'composition_scores(model, "{kind}")', "head_early head_late", (n, n))
         assert_close(got, ref.composition_scores(_toy(), kind), f'composition_scores("{kind}")',
-                     atol=1e-4, rtol=1e-3, what=f"{kind}-composition scores")
+                     atol=1e-4, rtol=1e-3, what=f"{kind}-composition scores",
+                     dims="head_early head_late",
+                     inputs="the toy model's weights, layer 0 -> layer 1")
 
 
 @points(2)
@@ -231,9 +248,7 @@ def test_phase_change_steps(submission):
 def test_checkpoint_metrics(submission):
     _no_reference_calls(submission, "checkpoint_metrics")
     if _CALLS_TRAINING_METRICS.search(submission.sources.get("checkpoint_metrics", "")):
-        raise SubmissionError(
-            "checkpoint_metrics: compute the losses and scores yourself; an answer that calls "
-            "the training module's own evaluation (utils.training) earns no marks")
+        raise SubmissionError(f"checkpoint_metrics: {_CALLS_TRAINING_MISTAKE}")
     checkpoint_metrics = submission.function("checkpoint_metrics")
     keys = {"loss_first_half", "loss_second_half", "prev_token_layer0", "induction_layer1"}
     for batch, half_len, seed in [(3, 13, 3_009), (2, 17, 3_010)]:
@@ -274,53 +289,91 @@ def _checkpoint_mutant(second="o + half_len : o + 2 * half_len - 1",
 
 MUTANTS = {
     "per_token_loss": {
-        "no_shift": '''def per_token_loss(logits, tokens):
+        "no_shift": Mistake(
+            "you scored the logits at each position against the token at that same position: "
+            "position p predicts the next token, so pair logits 0..pos-2 with tokens 1..pos-1",
+            '''def per_token_loss(logits, tokens):
     log_probs = logits.log_softmax(-1)
-    return -log_probs.gather(-1, tokens[..., None])[..., 0][:, :-1]''',
-        "shift_wrong_way": '''def per_token_loss(logits, tokens):
+    return -log_probs.gather(-1, tokens[..., None])[..., 0][:, :-1]''', hint=1),
+        "shift_wrong_way": Mistake(
+            "you shifted the targets the wrong way: the logits at position p predict the token "
+            "at p + 1, so drop the last position's logits and the first token",
+            '''def per_token_loss(logits, tokens):
     log_probs = logits[:, 1:].log_softmax(-1)
-    return -log_probs.gather(-1, tokens[:, :-1, None])[..., 0]''',
-        "probabilities_not_log": '''def per_token_loss(logits, tokens):
+    return -log_probs.gather(-1, tokens[:, :-1, None])[..., 0]''', hint=1),
+        "probabilities_not_log": Mistake(
+            "you returned minus the probability: the loss is minus the log-probability of the "
+            "next token (use log_softmax)",
+            '''def per_token_loss(logits, tokens):
     probs = logits[:, :-1].softmax(-1)
-    return -probs.gather(-1, tokens[:, 1:, None])[..., 0]''',
-        "raw_logits": '''def per_token_loss(logits, tokens):
-    return -logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]''',
+    return -probs.gather(-1, tokens[:, 1:, None])[..., 0]''', hint=2),
+        "raw_logits": Mistake(
+            "you used the target's raw logit: the loss is minus its log-probability, so "
+            "normalise the logits over the vocabulary with log_softmax first",
+            '''def per_token_loss(logits, tokens):
+    return -logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]''', hint=2),
     },
     "in_context_learning_score": {
-        "includes_boundary": '''def in_context_learning_score(loss_per_token, half_len):
+        "includes_boundary": Mistake(
+            "your first half also counts the prediction of the second half's first token: each "
+            "half leaves out the prediction of its own first token, so the first half ends at "
+            "loss position o + half_len - 2",
+            '''def in_context_learning_score(loss_per_token, half_len):
     o = loss_per_token.shape[1] + 1 - 2 * half_len
     first = loss_per_token[:, o : o + half_len].mean().item()
     second = loss_per_token[:, o + half_len :].mean().item()
-    return {"first_half": first, "second_half": second, "score": first - second}''',
-        "ignores_prefix": '''def in_context_learning_score(loss_per_token, half_len):
+    return {"first_half": first, "second_half": second, "score": first - second}''', hint=1),
+        "ignores_prefix": Mistake(
+            "you assumed the repeated tokens start at position 0: they are the last 2 * half_len "
+            "positions, after a prefix (such as BOS) of o = seq - 2 * half_len positions",
+            '''def in_context_learning_score(loss_per_token, half_len):
     first = loss_per_token[:, : half_len - 1].mean().item()
     second = loss_per_token[:, half_len : 2 * half_len - 1].mean().item()
-    return {"first_half": first, "second_half": second, "score": first - second}''',
-        "score_reversed": '''def in_context_learning_score(loss_per_token, half_len):
+    return {"first_half": first, "second_half": second, "score": first - second}''', hint=1),
+        "score_reversed": Mistake(
+            "your score has the wrong sign: it is first_half - second_half, positive when the "
+            "model does better on the repeat",
+            '''def in_context_learning_score(loss_per_token, half_len):
     o = loss_per_token.shape[1] + 1 - 2 * half_len
     first = loss_per_token[:, o : o + half_len - 1].mean().item()
     second = loss_per_token[:, o + half_len : o + 2 * half_len - 1].mean().item()
-    return {"first_half": first, "second_half": second, "score": second - first}''',
+    return {"first_half": first, "second_half": second, "score": second - first}'''),
     },
     "induction_scores": {
-        "offset_half_len": '''import torch as t
+        "offset_half_len": Mistake(
+            "you measured attention to dest - half_len, the earlier copy of the destination's "
+            "own token: an induction head attends to the token after it, dest - half_len + 1",
+            '''import torch as t
 def induction_scores(pattern, half_len):
     seq = pattern.shape[-1]
     dest = t.arange(seq - half_len, seq)
-    return pattern[:, :, dest, dest - half_len].mean(dim=(0, 2))''',
-        "assumes_no_prefix": '''import torch as t
+    return pattern[:, :, dest, dest - half_len].mean(dim=(0, 2))''', hint=1),
+        "assumes_no_prefix": Mistake(
+            "you assumed the repeated block starts at position 0: locate the second half from "
+            "the end (the last half_len positions), so that a BOS or any other prefix is allowed "
+            "for",
+            '''import torch as t
 def induction_scores(pattern, half_len):
     dest = t.arange(half_len, 2 * half_len)
-    return pattern[:, :, dest, dest - half_len + 1].mean(dim=(0, 2))''',
-        "whole_stripe": '''def induction_scores(pattern, half_len):
+    return pattern[:, :, dest, dest - half_len + 1].mean(dim=(0, 2))''', hint=1),
+        "whole_stripe": Mistake(
+            "you averaged the whole diagonal stripe, first-half destinations included: keep only "
+            "its last half_len entries, the destinations in the second half",
+            '''def induction_scores(pattern, half_len):
     stripe = pattern.diagonal(offset=-(half_len - 1), dim1=-2, dim2=-1)
-    return stripe.mean(dim=(0, 2))''',
-        "calls_reference": '''from utils.head_scores import induction_score
+    return stripe.mean(dim=(0, 2))''', hint=2),
+        "calls_reference": Mistake(
+            _CALLS_REFERENCE_MISTAKE,
+            '''from utils.head_scores import induction_score
 def induction_scores(pattern, half_len):
-    return induction_score(pattern, half_len)''',
+    return induction_score(pattern, half_len)'''),
     },
     "score_every_head": {
-        "averages_over_bos_position": '''import torch as t
+        "averages_over_bos_position": Mistake(
+            "you divided the previous-token stripe by the sequence length: position 0 has no "
+            "previous token, so average over the seq - 1 destinations 1 .. seq-1 (the mean of "
+            "the diagonal at offset -1)",
+            '''import torch as t
 def score_every_head(model, tokens, half_len):
     prev = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
     ind = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
@@ -331,8 +384,12 @@ def score_every_head(model, tokens, half_len):
         ind[hook.layer()] = pattern[:, :, dest, dest - half_len + 1].mean((0, 2))
     model.run_with_hooks(tokens, return_type=None,
                          fwd_hooks=[(lambda n: n.endswith("hook_pattern"), hook)])
-    return {"previous_token": prev, "induction": ind}''',
-        "stripe_at_wrong_offset": '''import torch as t
+    return {"previous_token": prev, "induction": ind}''', hint=2),
+        "stripe_at_wrong_offset": Mistake(
+            "your induction score measures attention to dest - half_len, the earlier copy of the "
+            "destination's own token: an induction head attends to the token after it, dest - "
+            "half_len + 1",
+            '''import torch as t
 def score_every_head(model, tokens, half_len):
     prev = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
     ind = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
@@ -343,8 +400,11 @@ def score_every_head(model, tokens, half_len):
         ind[hook.layer()] = pattern[:, :, dest, dest - half_len].mean((0, 2))
     model.run_with_hooks(tokens, return_type=None,
                          fwd_hooks=[(lambda n: n.endswith("hook_pattern"), hook)])
-    return {"previous_token": prev, "induction": ind}''',
-        "keys_swapped": '''import torch as t
+    return {"previous_token": prev, "induction": ind}'''),
+        "keys_swapped": Mistake(
+            'you returned the two scores under each other\'s keys: "previous_token" is the stripe '
+            'at offset -1, "induction" the stripe at dest - half_len + 1',
+            '''import torch as t
 def score_every_head(model, tokens, half_len):
     prev = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
     ind = t.zeros(model.cfg.n_layers, model.cfg.n_heads)
@@ -355,8 +415,10 @@ def score_every_head(model, tokens, half_len):
         ind[hook.layer()] = pattern[:, :, dest, dest - half_len + 1].mean((0, 2))
     model.run_with_hooks(tokens, return_type=None,
                          fwd_hooks=[(lambda n: n.endswith("hook_pattern"), hook)])
-    return {"previous_token": ind, "induction": prev}''',
-        "calls_reference": '''import torch as t
+    return {"previous_token": ind, "induction": prev}'''),
+        "calls_reference": Mistake(
+            _CALLS_REFERENCE_MISTAKE,
+            '''import torch as t
 from utils import head_scores
 def score_every_head(model, tokens, half_len):
     _, cache = model.run_with_cache(tokens)
@@ -366,10 +428,13 @@ def score_every_head(model, tokens, half_len):
                                    for l in layers]),
         "induction": t.stack([head_scores.induction_score(cache["pattern", l], half_len)
                               for l in layers]),
-    }''',
+    }'''),
     },
     "ablated_repeated_loss": {
-        "mean_over_batch_only": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+        "mean_over_batch_only": Mistake(
+            "you mean-ablated with the mean over the batch only, which still varies with "
+            "position: the mean is over batch and positions, one d_head vector per head",
+            '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
     names = sorted({f"blocks.{l}.attn.hook_z" for l, _ in heads})
     _, cache = model.run_with_cache(tokens, names_filter=names)
     def ablate(z, hook):
@@ -381,8 +446,12 @@ def score_every_head(model, tokens, half_len):
     logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     o = tokens.shape[1] - 2 * half_len
-    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
-        "mean_over_positions_only": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''', hint=2),
+        "mean_over_positions_only": Mistake(
+            "you mean-ablated with each sequence's own mean over positions, which still carries "
+            "information about that sequence: the mean is over batch and positions, one d_head "
+            "vector per head",
+            '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
     names = sorted({f"blocks.{l}.attn.hook_z" for l, _ in heads})
     _, cache = model.run_with_cache(tokens, names_filter=names)
     def ablate(z, hook):
@@ -394,8 +463,11 @@ def score_every_head(model, tokens, half_len):
     logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     o = tokens.shape[1] - 2 * half_len
-    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
-        "ablates_hook_q": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''', hint=2),
+        "ablates_hook_q": Mistake(
+            "you ablated the heads' queries (hook_q): a head's output is removed at "
+            "blocks.L.attn.hook_z, the attention-weighted values just before W_O",
+            '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
     names = sorted({f"blocks.{l}.attn.hook_q" for l, _ in heads})
     _, cache = model.run_with_cache(tokens, names_filter=names)
     def ablate(q, hook):
@@ -407,8 +479,12 @@ def score_every_head(model, tokens, half_len):
     logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     o = tokens.shape[1] - 2 * half_len
-    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
-        "whole_sequence_loss": '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''', hint=1),
+        "whole_sequence_loss": Mistake(
+            "you returned the loss over the whole sequence: return the second-half loss, the "
+            "mean over the predictions made inside the second half, as in "
+            "in_context_learning_score",
+            '''def ablated_repeated_loss(model, tokens, half_len, heads, method="zero"):
     names = sorted({f"blocks.{l}.attn.hook_z" for l, _ in heads})
     _, cache = model.run_with_cache(tokens, names_filter=names)
     def ablate(z, hook):
@@ -419,18 +495,24 @@ def score_every_head(model, tokens, half_len):
         return z
     logits = model.run_with_hooks(tokens, fwd_hooks=[(n, ablate) for n in names])
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
-    return loss.mean().item()''',
+    return loss.mean().item()''', hint=2),
     },
     "composition_scores": {
-        "k_without_transpose": '''def composition_scores(model, kind, early_layer=0, late_layer=1):
+        "k_without_transpose": Mistake(
+            "your K-composition scores equal the Q-composition ones: for K-composition the late "
+            "head's matrix is the transpose of W_Q W_K^T",
+            '''def composition_scores(model, kind, early_layer=0, late_layer=1):
     A = model.W_V[early_layer] @ model.W_O[early_layer]
     if kind == "V":
         B = model.W_V[late_layer] @ model.W_O[late_layer]
     else:
         B = model.W_Q[late_layer] @ model.W_K[late_layer].transpose(-1, -2)
     prod = A[:, None] @ B[None, :]
-    return prod.norm(dim=(-2, -1)) / (A.norm(dim=(-2, -1))[:, None] * B.norm(dim=(-2, -1))[None])''',
-        "unnormalised": '''def composition_scores(model, kind, early_layer=0, late_layer=1):
+    return prod.norm(dim=(-2, -1)) / (A.norm(dim=(-2, -1))[:, None] * B.norm(dim=(-2, -1))[None])'''),
+        "unnormalised": Mistake(
+            "you returned the bare Frobenius norm of the product: divide by the norms of the two "
+            "matrices, ||A B|| / (||A|| ||B||)",
+            '''def composition_scores(model, kind, early_layer=0, late_layer=1):
     A = model.W_V[early_layer] @ model.W_O[early_layer]
     if kind == "V":
         B = model.W_V[late_layer] @ model.W_O[late_layer]
@@ -438,8 +520,11 @@ def score_every_head(model, tokens, half_len):
         B = model.W_Q[late_layer] @ model.W_K[late_layer].transpose(-1, -2)
         if kind == "K":
             B = B.transpose(-1, -2)
-    return (A[:, None] @ B[None, :]).norm(dim=(-2, -1))''',
-        "transposed_ov": '''def composition_scores(model, kind, early_layer=0, late_layer=1):
+    return (A[:, None] @ B[None, :]).norm(dim=(-2, -1))''', hint=2),
+        "transposed_ov": Mistake(
+            "you transposed the early head's W_V W_O: it multiplies the late head's matrix as it "
+            "stands, A = W_V W_O on the left",
+            '''def composition_scores(model, kind, early_layer=0, late_layer=1):
     A = (model.W_V[early_layer] @ model.W_O[early_layer]).transpose(-1, -2)
     if kind == "V":
         B = model.W_V[late_layer] @ model.W_O[late_layer]
@@ -448,10 +533,13 @@ def score_every_head(model, tokens, half_len):
         if kind == "K":
             B = B.transpose(-1, -2)
     prod = A[:, None] @ B[None, :]
-    return prod.norm(dim=(-2, -1)) / (A.norm(dim=(-2, -1))[:, None] * B.norm(dim=(-2, -1))[None])''',
+    return prod.norm(dim=(-2, -1)) / (A.norm(dim=(-2, -1))[:, None] * B.norm(dim=(-2, -1))[None])''', hint=1),
     },
     "path_ablated_loss": {
-        "patches_all_heads": '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
+        "patches_all_heads": Mistake(
+            "you replaced the whole layer's activation, every head's slice: patch only the "
+            "receiver heads' slice of hook_{path} and leave the other heads clean",
+            '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
     name = f"blocks.1.attn.hook_{path}"
     def zero(z, hook):
         z = z.clone()
@@ -462,8 +550,11 @@ def score_every_head(model, tokens, half_len):
     logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: cache[name])])
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     o = tokens.shape[1] - 2 * half_len
-    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
-        "patches_hook_z": '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''', hint=2),
+        "patches_hook_z": Mistake(
+            "you patched the receivers' hook_z, their whole output: to cut one path, patch only "
+            "the input named by path, blocks.1.attn.hook_q, hook_k or hook_v",
+            '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
     name = "blocks.1.attn.hook_z"
     def zero(z, hook):
         z = z.clone()
@@ -478,8 +569,12 @@ def score_every_head(model, tokens, half_len):
     logits = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     o = tokens.shape[1] - 2 * half_len
-    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
-        "ablates_sender_everywhere": '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''', hint=2),
+        "ablates_sender_everywhere": Mistake(
+            "you ablated the sender for the whole model: remove its output only from the chosen "
+            "input of the receiver heads (cache that input from an ablated run, then patch it "
+            "into a clean run)",
+            '''def path_ablated_loss(model, tokens, half_len, sender_head, receiver_heads, path):
     def zero(z, hook):
         z = z.clone()
         z[:, :, sender_head] = 0.0
@@ -487,48 +582,74 @@ def score_every_head(model, tokens, half_len):
     logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", zero)])
     loss = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
     o = tokens.shape[1] - 2 * half_len
-    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''',
+    return loss[:, o + half_len : o + 2 * half_len - 1].mean().item()''', hint=1),
     },
     "checkpoint_metrics": {
-        "induction_stripe_at_half_len": _checkpoint_mutant(offset="half_len"),
-        "mean_over_heads_not_best": _checkpoint_mutant(reduce="mean"),
-        "second_half_includes_its_first_token": _checkpoint_mutant(
-            second="o + half_len - 1 : o + 2 * half_len - 1"),
-        "prev_token_counts_position_0": _checkpoint_mutant(
-            prev="p0.diagonal(-1, -2, -1).sum(-1).mean(0) / p0.shape[-1]"),
-        "calls_training_evaluation": '''from utils.training import evaluate_heads
+        "induction_stripe_at_half_len": Mistake(
+            "your induction score measures attention to dest - half_len, the earlier copy of the "
+            "destination's own token: an induction head attends to the token after it, dest - "
+            "half_len + 1",
+            _checkpoint_mutant(offset="half_len")),
+        "mean_over_heads_not_best": Mistake(
+            "you averaged the induction scores over layer 1's heads: keep the best head's score "
+            "(the max), since a training run cares whether some head has formed",
+            _checkpoint_mutant(reduce="mean"), hint=2),
+        "second_half_includes_its_first_token": Mistake(
+            "your second-half loss includes the prediction of the second half's first token, "
+            "which nothing can predict: start at loss position o + half_len, as in "
+            "in_context_learning_score",
+            _checkpoint_mutant(
+                second="o + half_len - 1 : o + 2 * half_len - 1"), hint=1),
+        "prev_token_counts_position_0": Mistake(
+            "you divided the previous-token stripe by the sequence length: position 0 has no "
+            "previous token, so average over the seq - 1 destinations 1 .. seq-1",
+            _checkpoint_mutant(
+                prev="p0.diagonal(-1, -2, -1).sum(-1).mean(0) / p0.shape[-1]"), hint=2),
+        "calls_training_evaluation": Mistake(
+            _CALLS_TRAINING_MISTAKE,
+            '''from utils.training import evaluate_heads
 def checkpoint_metrics(model, tokens, half_len):
     out = evaluate_heads(model, tokens, half_len)
     return {"loss_first_half": out["heldout_loss_first_half"],
             "loss_second_half": out["heldout_loss_second_half"],
             "prev_token_layer0": out["prev_token_score_layer0"],
-            "induction_layer1": out["induction_score_layer1"]}''',
+            "induction_layer1": out["induction_score_layer1"]}'''),
     },
     "phase_change_steps": {
-        "returns_indices": '''def phase_change_steps(log, threshold=0.5):
+        "returns_indices": Mistake(
+            'you returned list positions: report the entries\' "step" values',
+            '''def phase_change_steps(log, threshold=0.5):
     losses = [e["heldout_loss_second_half"] for e in log]
     drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
     drop = drops.index(max(drops)) + 1
     crossing = next((i for i, e in enumerate(log) if e["induction_score_layer1"] >= threshold), None)
-    return {"largest_drop": drop, "first_crossing": crossing}''',
-        "step_before_drop": '''def phase_change_steps(log, threshold=0.5):
+    return {"largest_drop": drop, "first_crossing": crossing}'''),
+        "step_before_drop": Mistake(
+            "you reported the step before the largest fall: drop i is the fall from entry i to "
+            "entry i + 1, so report the step of entry i + 1",
+            '''def phase_change_steps(log, threshold=0.5):
     losses = [e["heldout_loss_second_half"] for e in log]
     drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
     i = drops.index(max(drops))
     crossing = next((e["step"] for e in log if e["induction_score_layer1"] >= threshold), None)
-    return {"largest_drop": log[i]["step"], "first_crossing": crossing}''',
-        "strict_threshold": '''def phase_change_steps(log, threshold=0.5):
+    return {"largest_drop": log[i]["step"], "first_crossing": crossing}''', hint=1),
+        "strict_threshold": Mistake(
+            "you required a score strictly above the threshold: the first crossing is the first "
+            "entry whose score is at least the threshold (>=)",
+            '''def phase_change_steps(log, threshold=0.5):
     losses = [e["heldout_loss_second_half"] for e in log]
     drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
     i = drops.index(max(drops))
     crossing = next((e["step"] for e in log if e["induction_score_layer1"] > threshold), None)
-    return {"largest_drop": log[i + 1]["step"], "first_crossing": crossing}''',
-        "no_crossing_gives_last_step": '''def phase_change_steps(log, threshold=0.5):
+    return {"largest_drop": log[i + 1]["step"], "first_crossing": crossing}'''),
+        "no_crossing_gives_last_step": Mistake(
+            "you returned the last step when no entry reaches the threshold: return None then",
+            '''def phase_change_steps(log, threshold=0.5):
     losses = [e["heldout_loss_second_half"] for e in log]
     drops = [losses[i - 1] - losses[i] for i in range(1, len(losses))]
     i = drops.index(max(drops))
     crossing = next((e["step"] for e in log if e["induction_score_layer1"] >= threshold),
                     log[-1]["step"])
-    return {"largest_drop": log[i + 1]["step"], "first_crossing": crossing}''',
+    return {"largest_drop": log[i + 1]["step"], "first_crossing": crossing}'''),
     },
 }
