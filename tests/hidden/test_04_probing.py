@@ -26,6 +26,7 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
+from utils.grading.diagnosis import Mistake
 from utils.reference import probing as ref
 
 # Prompts the notebook never shows (different nouns and shapes), of different lengths, so
@@ -178,7 +179,9 @@ def test_collect_resid_at_positions(submission):
     for k, layer in enumerate(layers):
         assert_close(got[k], expected[k], "collect_resid_at_positions", atol=2e-3, rtol=1e-3,
                      what=f"activations of blocks.{layer}.hook_resid_post at each prompt's "
-                          "last real token")
+                          "last real token", dims="batch d_model",
+                     inputs=f"{tokens.shape[0]} right-padded prompts of different lengths, "
+                            "batch_size 4")
 
 
 @points(3)
@@ -244,13 +247,15 @@ def test_paired_bootstrap_interval(submission):
             f"contain the observed difference {observed:.4f}")
     assert_close(got, expected, "paired_bootstrap_interval", atol=0.006, rtol=0,
                  what="interval ends (resample example indices with replacement, the same "
-                      "indices for a and b; take the 2.5% and 97.5% percentiles)")
+                      "indices for a and b; take the 2.5% and 97.5% percentiles)",
+                 dims="low_high", inputs=f"{n} paired examples, 4000 resamples")
     wide = interval(correct_a, correct_b, 4000, 3, 0.5)
     wide = expect_tensor(wide, "paired_bootstrap_interval", "low_high", (2,))
     expected_50 = ref.paired_bootstrap_interval(correct_a, correct_b, 4000, seed=11,
                                                 confidence=0.5)
     assert_close(wide, expected_50, "paired_bootstrap_interval", atol=0.006, rtol=0,
-                 what="interval ends at confidence=0.5 (use the confidence argument)")
+                 what="interval ends at confidence=0.5 (use the confidence argument)",
+                 dims="low_high", inputs=f"{n} paired examples, 4000 resamples")
 
 
 @points(1)
@@ -260,7 +265,8 @@ def test_class_mean_direction(submission):
     got = expect_tensor(direction(x, y), "class_mean_direction", "d_model", (20,))
     assert_close(got, ref.class_mean_direction(x, y), "class_mean_direction", atol=1e-4,
                  what="direction (unit length, pointing from the class-0 mean to the class-1 "
-                      "mean)")
+                      "mean)", dims="d_model",
+                 inputs="150 activations of 20 dimensions, about 30% in class 1")
 
 
 @points(2)
@@ -269,16 +275,20 @@ def test_project_out(submission):
     gen = torch.Generator().manual_seed(51)
     x = torch.randn(3, 5, 12, generator=gen) * 2 + 1
     one = torch.randn(1, 12, generator=gen) * 5  # a single direction, far from unit length
-    got = expect_tensor(project(x, one), "project_out", "batch pos d_model", (3, 5, 12))
-    assert_close(got, ref.project_out(x, one), "project_out", atol=1e-4,
-                 what="result for one direction of norm 5 (normalise it first)")
     first = torch.randn(12, generator=gen)
     many = torch.stack([first, first + 0.3 * torch.randn(12, generator=gen),
                         torch.randn(12, generator=gen) * 3])  # not orthogonal, not unit
+    # Several directions first: a correct answer that changes x in place then returns values
+    # no other known mistake returns, so the diagnosis can name it.
     got = expect_tensor(project(x, many), "project_out", "batch pos d_model", (3, 5, 12))
     assert_close(got, ref.project_out(x, many), "project_out", atol=1e-4,
                  what="result for three non-orthogonal directions (remove their whole span: "
-                      "orthonormalise them first)")
+                      "orthonormalise them first)", dims="batch pos d_model",
+                 inputs="activations [3, 5, 12] and 3 directions of norms 2.8, 3.5 and 14")
+    got = expect_tensor(project(x, one), "project_out", "batch pos d_model", (3, 5, 12))
+    assert_close(got, ref.project_out(x, one), "project_out", atol=1e-4,
+                 what="result for one direction of norm 20 (normalise it first)",
+                 dims="batch pos d_model", inputs="activations [3, 5, 12] and 1 direction")
 
 
 @points(3)
@@ -294,7 +304,9 @@ def test_steer_logit_diff(submission):
     expected = ref.steer_logit_diff(model, tokens, last_pos, direction, layer, alpha, answer_ids)
     assert_close(got, expected, "steer_logit_diff", atol=5e-3, rtol=1e-3,
                  what=f"logit differences after adding {alpha} x unit(direction) to "
-                      f"blocks.{layer}.hook_resid_post at each prompt's last token")
+                      f"blocks.{layer}.hook_resid_post at each prompt's last token",
+                 dims="batch", inputs=f"{tokens.shape[0]} right-padded prompts of different "
+                                      "lengths, a random direction of norm 70")
 
 
 _COLLECT = """def collect_resid_at_positions(model, tokens, positions, layers, batch_size=64):
@@ -361,42 +373,78 @@ _GOOD_PROBE = dict(fit_rows="is_train", stats="x_train", z_test="(x[test] - mean
 
 MUTANTS = {
     "collect_resid_at_positions": {
-        "reads_position_minus_1": _COLLECT.format(hook="hook_resid_post",
-                                                  stop="tokens.shape[0]", pos="-1"),
-        "resid_pre_instead_of_post": _COLLECT.format(
-            hook="hook_resid_pre", stop="tokens.shape[0]",
-            pos="positions[start : start + batch_size]"),
-        "drops_last_partial_batch": _COLLECT.format(
-            hook="hook_resid_post", stop="tokens.shape[0] - batch_size + 1",
-            pos="positions[start : start + batch_size]"),
+        "reads_position_minus_1": Mistake(
+            "you read every row at position -1, which on a right-padded row is a padding token: "
+            "read row i at its own last real token, positions[i]",
+            _COLLECT.format(hook="hook_resid_post", stop="tokens.shape[0]", pos="-1"),
+            hint=2),
+        "resid_pre_instead_of_post": Mistake(
+            "you collected blocks.L.hook_resid_pre, the stream entering block L: the exercise asks "
+            "for hook_resid_post, the stream after block L",
+            _COLLECT.format(hook="hook_resid_pre", stop="tokens.shape[0]",
+                            pos="positions[start : start + batch_size]")),
+        "drops_last_partial_batch": Mistake(
+            "your batch loop stops before the last, shorter batch, so its rows stay zero: step "
+            "through every start index up to the number of prompts, and let the last batch be "
+            "shorter",
+            _COLLECT.format(hook="hook_resid_post", stop="tokens.shape[0] - batch_size + 1",
+                            pos="positions[start : start + batch_size]"), hint=2),
     },
     "train_and_test_probe": {
-        "trains_on_test_rows_too": _PROBE.format(**{**_GOOD_PROBE, "fit_rows": "slice(None)"}),
-        "normalises_test_with_test_statistics": _PROBE.format(**{
-            **_GOOD_PROBE, "recompute": "False",
-            "z_test": "(x[test] - x[test].mean(0)) / (x[test].std(0) + 1e-6)"}),
-        "standardises_with_all_rows": _PROBE.format(**{**_GOOD_PROBE, "stats": "x"}),
-        "stderr_over_all_rows": _PROBE.format(**{**_GOOD_PROBE, "n_se": "len(y)"}),
-        "reports_training_accuracy": _PROBE.format(**{
-            **_GOOD_PROBE, "z_test": "z", "recompute": "False"}).replace(
-                "== y[test]).float()", "== y_train.long()).float()"),
+        "trains_on_test_rows_too": Mistake(
+            "you fitted the probe on every row, the held-out ones included: fit it (and the "
+            "standardisation) on the training rows only, so the test accuracy is measured on rows "
+            "the probe never saw",
+            _PROBE.format(**{**_GOOD_PROBE, "fit_rows": "slice(None)"})),
+        "normalises_test_with_test_statistics": Mistake(
+            "you standardised the held-out rows with their own mean and std: every row must be "
+            "scaled with the training rows' statistics (or scored in raw coordinates with the "
+            "converted w and b)",
+            _PROBE.format(**{
+                **_GOOD_PROBE, "recompute": "False",
+                "z_test": "(x[test] - x[test].mean(0)) / (x[test].std(0) + 1e-6)"}), hint=1),
+        "standardises_with_all_rows": Mistake(
+            "you took the mean and std for standardising from all rows, so the held-out rows leak "
+            "into the probe: compute them from the training rows only",
+            _PROBE.format(**{**_GOOD_PROBE, "stats": "x"})),
+        "stderr_over_all_rows": Mistake(
+            "your test_stderr divides by the number of all rows: the standard error of the "
+            "held-out accuracy uses n_test, the number of held-out rows",
+            _PROBE.format(**{**_GOOD_PROBE, "n_se": "len(y)"})),
+        "reports_training_accuracy": Mistake(
+            "the accuracy you return as test_acc was measured on the training rows: score the "
+            "probe on the rows where is_train is False",
+            _PROBE.format(**{**_GOOD_PROBE, "z_test": "z", "recompute": "False"}).replace(
+                "== y[test]).float()", "== y_train.long()).float()")),
     },
     "control_task_labels": {
-        "random_label_per_example": """def control_task_labels(word_ids, seed=0):
+        "random_label_per_example": Mistake(
+            "you drew a random label for each example, so two examples of the same word can "
+            "disagree: draw one label per word type and give every example its type's label",
+            """def control_task_labels(word_ids, seed=0):
     gen = t.Generator().manual_seed(seed)
     return t.randint(0, 2, word_ids.shape, generator=gen)
-""",
-        "parity_of_word_id": """def control_task_labels(word_ids, seed=0):
+""", hint=1),
+        "parity_of_word_id": Mistake(
+            "your labels follow the parity of the word id, which is neither random nor balanced: "
+            "choose exactly half the types (rounded down) at random, with the seeded generator",
+            """def control_task_labels(word_ids, seed=0):
     return word_ids % 2
-""",
-        "coin_flip_per_type": """def control_task_labels(word_ids, seed=0):
+""", hint=2),
+        "coin_flip_per_type": Mistake(
+            "you flipped a coin for each word type, so the number of types labelled 1 varies: "
+            "choose exactly floor(n_types / 2) of them, with a random permutation of the types",
+            """def control_task_labels(word_ids, seed=0):
     types, inverse = t.unique(word_ids, return_inverse=True)
     gen = t.Generator().manual_seed(seed)
     return t.randint(0, 2, (len(types),), generator=gen)[inverse]
-""",
+""", hint=2),
     },
     "paired_bootstrap_interval": {
-        "unpaired_resampling": """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
+        "unpaired_resampling": Mistake(
+            "you resampled a and b with different indices, which throws away the pairing: draw one "
+            "set of example indices per resample and use it for both",
+            """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
                               confidence=0.95):
     gen = t.Generator().manual_seed(seed)
     n = correct_a.shape[0]
@@ -405,8 +453,12 @@ MUTANTS = {
     diffs = correct_a.float()[ia].mean(1) - correct_b.float()[ib].mean(1)
     tail = (1 - confidence) / 2
     return t.quantile(diffs, t.tensor([tail, 1 - tail]))
-""",
-        "resamples_without_replacement": """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
+""", hint=1),
+        "resamples_without_replacement": Mistake(
+            "your resamples draw the indices without replacement (a permutation), so every "
+            "resample has the same difference and the interval collapses: draw n indices with "
+            "replacement",
+            """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
                               confidence=0.95):
     gen = t.Generator().manual_seed(seed)
     n = correct_a.shape[0]
@@ -414,52 +466,86 @@ MUTANTS = {
                      for idx in (t.randperm(n, generator=gen) for _ in range(n_resamples))])
     tail = (1 - confidence) / 2
     return t.quantile(diffs, t.tensor([tail, 1 - tail]))
-""",
-        "ignores_confidence": """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
+""", hint=1),
+        "ignores_confidence": Mistake(
+            "your interval is the 95% one whatever the confidence argument says: take the (1 - "
+            "confidence) / 2 and 1 - (1 - confidence) / 2 quantiles",
+            """def paired_bootstrap_interval(correct_a, correct_b, n_resamples=2000, seed=0,
                               confidence=0.95):
     gen = t.Generator().manual_seed(seed)
     n = correct_a.shape[0]
     idx = t.randint(0, n, (n_resamples, n), generator=gen)
     diffs = correct_a.float()[idx].mean(1) - correct_b.float()[idx].mean(1)
     return t.quantile(diffs, t.tensor([0.025, 0.975]))
-""",
+""", hint=2),
     },
     "class_mean_direction": {
-        "not_normalised": """def class_mean_direction(x, y):
+        "not_normalised": Mistake(
+            "you returned the difference of the class means without normalising it: divide it by "
+            "its norm to get a unit vector",
+            """def class_mean_direction(x, y):
     return x[y == 1].mean(0) - x[y == 0].mean(0)
-""",
-        "sign_flipped": """def class_mean_direction(x, y):
+""", hint=1),
+        "sign_flipped": Mistake(
+            "your direction points from the class-1 mean to the class-0 mean: subtract the class-0 "
+            "mean from the class-1 mean",
+            """def class_mean_direction(x, y):
     d = x[y == 0].mean(0) - x[y == 1].mean(0)
     return d / d.norm()
-""",
-        "normalises_rows_first": """def class_mean_direction(x, y):
+"""),
+        "normalises_rows_first": Mistake(
+            "you normalised each activation before averaging, which changes the means: average the "
+            "raw activations of each class and normalise only their difference",
+            """def class_mean_direction(x, y):
     x = x / x.norm(dim=-1, keepdim=True)
     d = x[y == 1].mean(0) - x[y == 0].mean(0)
     return d / d.norm()
-""",
+""", hint=1),
     },
     "project_out": {
-        "unnormalised_direction": """def project_out(x, directions):
+        "unnormalised_direction": Mistake(
+            "you projected onto directions that are not unit length, so you removed the wrong "
+            "amount: turn the directions into an orthonormal basis first",
+            """def project_out(x, directions):
     for d in directions:
         x = x - (x @ d)[..., None] * d
     return x
-""",
-        "sequential_without_orthogonalising": """def project_out(x, directions):
+""", hint=2),
+        "sequential_without_orthogonalising": Mistake(
+            "you projected out non-orthogonal directions one after another, which leaves part of "
+            "their span behind: build an orthonormal basis of the span and remove the projection "
+            "onto it at once",
+            """def project_out(x, directions):
     for d in directions:
         u = d / d.norm()
         x = x - (x @ u)[..., None] * u
     return x
-""",
-        "in_place": """def project_out(x, directions):
+""", hint=2),
+        "in_place": Mistake(
+            "you changed the input x in place (`x -= ...`): compute the result as a new tensor and "
+            "leave x as it was",
+            """def project_out(x, directions):
     q, _ = t.linalg.qr(directions.T)
     x -= (x @ q) @ q.T
     return x
-""",
+"""),
     },
     "steer_logit_diff": {
-        "unnormalised_direction": _STEER.format(**{**_GOOD_STEER, "unit": "direction"}),
-        "resid_pre_instead_of_post": _STEER.format(**{**_GOOD_STEER, "hook": "hook_resid_pre"}),
-        "adds_at_every_position": _STEER.format(**{**_GOOD_STEER, "where": ":, :"}),
-        "reads_position_minus_1": _STEER.format(**{**_GOOD_STEER, "read": "-1"}),
+        "unnormalised_direction": Mistake(
+            "you added alpha times the raw direction: scale the direction to unit length first, so "
+            "that alpha alone sets the size of the push",
+            _STEER.format(**{**_GOOD_STEER, "unit": "direction"})),
+        "resid_pre_instead_of_post": Mistake(
+            "you hooked blocks.L.hook_resid_pre, the stream before block L: add the direction to "
+            "blocks.L.hook_resid_post, after it",
+            _STEER.format(**{**_GOOD_STEER, "hook": "hook_resid_pre"})),
+        "adds_at_every_position": Mistake(
+            "you added the direction at every position: add it only at each prompt's last real "
+            "token, last_pos[i] of row i",
+            _STEER.format(**{**_GOOD_STEER, "where": ":, :"}), hint=2),
+        "reads_position_minus_1": Mistake(
+            "you read the logits at position -1, which is a padding token on right-padded rows: "
+            "read row i at its last real token, last_pos[i]",
+            _STEER.format(**{**_GOOD_STEER, "read": "-1"})),
     },
 }
