@@ -17,6 +17,7 @@ X = torch.randn(4, 6, generator=torch.Generator().manual_seed(0)) + 0.3
     (X + 2, "off by the same +2"),
     (torch.cat([X[:, :1] * 0, X[:, 1:]], dim=1), "except at index 0 along axis 1 (d_model)"),
     (X.flip(-1), "wrong order along the last axis"),
+    (X * 0, "every value is zero"),
 ])
 def test_describe_difference_names_the_pattern(got, phrase):
     assert phrase in describe_difference(got, X, 1e-5, 1e-4, ["pos", "d_model"])

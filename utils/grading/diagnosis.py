@@ -102,6 +102,8 @@ def describe_difference(got: torch.Tensor, expected: torch.Tensor, atol: float, 
 
     if got.numel() < 2:
         return ""
+    if bool((got.abs() <= atol).all()):
+        return "every value is zero (nothing computed, or the wrong entries picked?)"
     if close(got, -expected):
         return "every value has the wrong sign"
     nonzero = expected.abs() > max(atol, 1e-12)
