@@ -20,10 +20,12 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
+from utils.grading.diagnosis import Mistake
 from utils.reference import sparse_autoencoders as ref
 
 TOY = "attn_only_2l"
 SAE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
+SAE_DIMS = {"W_enc": "d_in d_sae", "b_enc": "d_sae", "W_dec": "d_sae d_in", "b_dec": "d_in"}
 
 
 def _gen(seed):
@@ -108,7 +110,9 @@ def test_superposition_stats(submission):
         value = expect_tensor(got[key], f"superposition_stats()['{key}']", "instances features",
                               (3, 7))
         assert_close(value, expected[key], f"superposition_stats()['{key}']", atol=1e-4,
-                     rtol=1e-4)
+                     rtol=1e-4, dims="instances features",
+                     inputs="W of 3 instances, 4 hidden dimensions and 7 features, one feature "
+                            "all zeros")
 
 
 # ----------------------------------------------------------------------- section 2
@@ -126,6 +130,7 @@ def test_sae_forward(submission):
     sae_forward = submission.function("sae_forward")
     sae = _random_sae(10, 24, seed=62)
     x = torch.randn(16, 10, generator=_gen(63)) + 0.5
+    inputs = "16 inputs of 10 dimensions, an SAE with 24 latents, l1_coeff 0.07"
     for k in (None, 5):
         got = _expect_dict(sae_forward(x, sae, 0.07, k), "sae_forward",
                            ["latents", "reconstruction", "recon_loss", "sparsity_loss", "loss"])
@@ -135,10 +140,12 @@ def test_sae_forward(submission):
         if k is not None and int((latents > 0).sum(-1).max()) > k:
             raise AssertionError(f"{label}: an input has more than k={k} active latents; keep "
                                  "the k largest pre-activations of each input (row)")
-        assert_close(latents, expected["latents"], f"{label}: latents", atol=1e-4)
+        assert_close(latents, expected["latents"], f"{label}: latents", atol=1e-4,
+                     dims="batch d_sae", inputs=inputs)
         recon = expect_tensor(got["reconstruction"], f"{label}: reconstruction", "batch d_in",
                               (16, 10))
-        assert_close(recon, expected["reconstruction"], f"{label}: reconstruction", atol=1e-4)
+        assert_close(recon, expected["reconstruction"], f"{label}: reconstruction", atol=1e-4,
+                     dims="batch d_in", inputs=inputs)
         for key in ("recon_loss", "sparsity_loss", "loss"):
             assert_number(got[key], expected[key].item(), f"{label}: {key}", atol=1e-4,
                           rtol=1e-4)
@@ -213,7 +220,8 @@ def test_train_sae(submission):
     _check_sae_result(cont, "train_sae with init", 8, 32, 2)
     for key in SAE_KEYS:
         assert_close(cont[key], start[key], f"train_sae with init: {key}", atol=1e-3,
-                     what="with lr=1e-6 and 2 steps, values should stay at init's; values")
+                     what="with lr=1e-6 and 2 steps, values should stay at init's; values",
+                     dims=SAE_DIMS[key], inputs="init = a random SAE with 32 latents")
 
 
 # ----------------------------------------------------------------------- section 3
@@ -235,11 +243,12 @@ def test_resample_dead_latents(submission):
             f"{dead.int().tolist() if dead.dtype == torch.bool else dead.tolist()}")
     assert_number(got["dead_fraction"], expected["dead_fraction"],
                   "resample_dead_latents: dead_fraction", atol=1e-6)
-    shapes = {"W_enc": "d_in d_sae", "b_enc": "d_sae", "W_dec": "d_sae d_in", "b_dec": "d_in"}
-    for key, dims in shapes.items():
+    for key, dims in SAE_DIMS.items():
         value = expect_tensor(got[key], f"resample_dead_latents()['{key}']", dims,
                               tuple(sae[key].shape))
-        assert_close(value, expected[key], f"resample_dead_latents()['{key}']", atol=1e-4)
+        assert_close(value, expected[key], f"resample_dead_latents()['{key}']", atol=1e-4,
+                     dims=dims, inputs="40 inputs of 6 dimensions, an SAE with 12 latents of "
+                                       "which 4 never fire")
     # With nothing dead, nothing changes.
     alive = _random_sae(6, 12, seed=68, b_enc_shift=50.0)
     got = resample(acts, ref.sae_encode(acts, alive), alive)
@@ -247,7 +256,8 @@ def test_resample_dead_latents(submission):
         raise AssertionError("resample_dead_latents: no latent is dead here, but some were "
                              "marked dead")
     for key in SAE_KEYS:
-        assert_close(got[key], alive[key], f"resample_dead_latents (nothing dead): {key}")
+        assert_close(got[key], alive[key], f"resample_dead_latents (nothing dead): {key}",
+                     dims=SAE_DIMS[key], inputs="an SAE whose 12 latents all fire")
 
 
 # ----------------------------------------------------------------------- section 4
@@ -303,7 +313,8 @@ def test_top_activating_contexts(submission):
                        ["values", "batch_idx", "pos_idx", "contexts"])
     expected = ref.top_activating_contexts(acts, tokens, 7, 5, pad_id=-7)
     values = expect_tensor(got["values"], "top_activating_contexts()['values']", "k", (7,))
-    assert_close(values, expected["values"], "top_activating_contexts()['values']")
+    assert_close(values, expected["values"], "top_activating_contexts()['values']", dims="k",
+                 inputs="activations of 6 rows and 15 positions, k=7, window=5")
     for key in ("batch_idx", "pos_idx"):
         value = expect_tensor(got[key], f"top_activating_contexts()['{key}']", "k", (7,))
         if value.tolist() != expected[key].tolist():
@@ -328,7 +339,7 @@ def _steer_case():
     direction = torch.randn(model.cfg.d_model, generator=_gen(74))
     direction = direction / direction.norm() * 1.6
     return tokens, direction, {
-        s: ref.steer_generation(model, tokens, HOOK, direction, s, 6) for s in (0.0, 1.25)}
+        s: ref.steer_generation(model, tokens, HOOK, direction, s, 6) for s in (0.0, 2.0)}
 
 
 @points(3)
@@ -536,47 +547,120 @@ def _steer_mutant(positions="1:", direction="direction", hook="hook_name"):
 
 MUTANTS = {
     "train_toy_model": {
-        "no_relu": _toy_mutant(act=""),
-        "importance_ignored": _toy_mutant(weight="1.0"),
-        "sparsity_inverted": _toy_mutant(prob="1 - feature_probability[:, None]"),
+        "no_relu": Mistake(
+            "your model has no ReLU on its output, so it is linear and can at best keep as many "
+            "features as it has dimensions: apply the ReLU to W.T @ h + b_final",
+            _toy_mutant(act="")),
+        "importance_ignored": Mistake(
+            "your loss does not weight the squared errors by importance: multiply each feature's "
+            "squared error by importance[f] before summing over the features",
+            _toy_mutant(weight="1.0")),
+        "sparsity_inverted": Mistake(
+            "your features are present with probability 1 - p instead of p: a feature is present "
+            "where its uniform draw is below feature_probability",
+            _toy_mutant(prob="1 - feature_probability[:, None]"), hint=1),
     },
     "superposition_stats": {
-        "diagonal_included": _stats_mutant(diag="dots.sum(-1)"),
-        "not_normalised": _stats_mutant(unit="W"),
-        "normalised_over_features": _stats_mutant(unit="W / W.norm(dim=2, keepdim=True)"),
+        "diagonal_included": Mistake(
+            "your interference includes each feature's overlap with itself (the diagonal): sum "
+            "only over the other features, g != f",
+            _stats_mutant(diag="dots.sum(-1)"), hint=2),
+        "not_normalised": Mistake(
+            "you took the dot products with the column W_f itself: use its unit direction, the "
+            "column divided by (its norm + 1e-8)",
+            _stats_mutant(unit="W"), hint=2),
+        "normalised_over_features": Mistake(
+            "you normalised W along the features axis: a feature's direction is its own column "
+            "W[i, :, f] divided by that column's norm over d_hidden",
+            _stats_mutant(unit="W / W.norm(dim=2, keepdim=True)"), hint=1),
     },
     "sae_forward": {
-        "l1_on_pre_activations": _forward_mutant(sparse="pre.abs().sum(-1).mean()"),
-        "topk_over_batch_axis": _forward_mutant(topk_dim="0"),
-        "recon_mean_over_d_in": _forward_mutant(recon="(xh - x).pow(2).mean()"),
-        "b_dec_not_subtracted": _FORWARD.replace('(x - sae["b_dec"])', "x")
-                                        .replace("TOPK_DIM", "-1")
-                                        .replace("RECON", "(xh - x).pow(2).sum(-1).mean()")
-                                        .replace("SPARSE", "z.abs().sum(-1).mean()"),
+        "l1_on_pre_activations": Mistake(
+            "your sparsity loss is the L1 norm of the pre-activations: penalise the latents, after "
+            "the ReLU",
+            _forward_mutant(sparse="pre.abs().sum(-1).mean()"), hint=1),
+        "topk_over_batch_axis": Mistake(
+            "you took the top k over the batch axis (per latent) instead of per input: keep each "
+            "row's k largest pre-activations",
+            _forward_mutant(topk_dim="0"), hint=2),
+        "recon_mean_over_d_in": Mistake(
+            "your reconstruction loss also averages over d_in: sum the squared error over d_in, "
+            "then average over the batch",
+            _forward_mutant(recon="(xh - x).pow(2).mean()")),
+        "b_dec_not_subtracted": Mistake(
+            "you encoded x without subtracting b_dec: the encoder reads x - b_dec",
+            _FORWARD.replace('(x - sae["b_dec"])', "x")
+                    .replace("TOPK_DIM", "-1")
+                    .replace("RECON", "(xh - x).pow(2).sum(-1).mean()")
+                    .replace("SPARSE", "z.abs().sum(-1).mean()")),
     },
     "train_sae": {
-        "decoder_not_normalised": _train_sae_mutant(normalise="False"),
-        "l1_on_pre_activations": _train_sae_mutant(l1_target="pre"),
-        "topk_over_batch_axis": _train_sae_mutant(topk_dim="0"),
-        "init_ignored": _train_sae_mutant(init_check="True"),
+        "decoder_not_normalised": Mistake(
+            "you never renormalised the decoder: after every optimiser step, rescale each row of "
+            "W_dec to unit norm",
+            _train_sae_mutant(normalise="False"), hint=2),
+        "l1_on_pre_activations": Mistake(
+            "your L1 penalty is on the pre-activations: put it on the latents, after the ReLU, as "
+            "in sae_forward",
+            _train_sae_mutant(l1_target="pre"), hint=1),
+        "topk_over_batch_axis": Mistake(
+            "you took TopK over the batch axis instead of over each input's latents: keep the k "
+            "largest pre-activations of every row",
+            _train_sae_mutant(topk_dim="0"), hint=1),
+        "init_ignored": Mistake(
+            "you ignored init and started from a fresh random SAE: when init is given, start from "
+            "copies of its four tensors",
+            _train_sae_mutant(init_check="True"), hint=1),
     },
     "resample_dead_latents": {
-        "dead_per_token": _resample_mutant(dead="(latents <= 0).any(dim=0)"),
-        "best_inputs_instead_of_worst": _resample_mutant(desc="False"),
-        "direction_not_normalised": _resample_mutant(normalise="u"),
-        "bias_not_reset": _resample_mutant(reset="pass"),
+        "dead_per_token": Mistake(
+            "you marked a latent dead when it is inactive on some input: dead means inactive on "
+            "every input of the batch",
+            _resample_mutant(dead="(latents <= 0).any(dim=0)"), hint=1),
+        "best_inputs_instead_of_worst": Mistake(
+            "you resampled from the best-reconstructed inputs: take the inputs with the largest "
+            "squared residual norm, worst first",
+            _resample_mutant(desc="False"), hint=2),
+        "direction_not_normalised": Mistake(
+            "you wrote the residuals into the SAE as they are: normalise each one to unit length "
+            "first",
+            _resample_mutant(normalise="u")),
+        "bias_not_reset": Mistake(
+            "you left the resampled latents' encoder biases as they were: set b_enc of every dead "
+            "latent to 0",
+            _resample_mutant(reset="pass")),
     },
     "evaluate_sae": {
-        "bos_included": _evaluate_mutant(start="0"),
-        "fvu_not_centred": _evaluate_mutant(denom="xf.pow(2).sum()"),
-        "recovered_wrong_baseline": _evaluate_mutant(recovered="(c - b) / c"),
-        "l0_counts_distinct_latents": _evaluate_mutant().replace(
-            '(z > 0).float().sum(-1).mean().item()', '(z > 0).flatten(0, 1).any(0).sum().item()'),
+        "bos_included": Mistake(
+            "you included the BOS position: encode, count and replace positions 1: only, and leave "
+            "position 0 as it is in every run",
+            _evaluate_mutant(start="0"), hint=2),
+        "fvu_not_centred": Mistake(
+            "your FVU divides by the raw squared norm of x: divide by its variance, the squared "
+            "distance from the mean activation over tokens",
+            _evaluate_mutant(denom="xf.pow(2).sum()"), hint=2),
+        "recovered_wrong_baseline": Mistake(
+            "your ce_recovered is measured against zero loss: the fraction of the gap between "
+            "ce_zero and ce_clean that the SAE closes is (ce_zero - ce_sae) / (ce_zero - ce_clean)",
+            _evaluate_mutant(recovered="(c - b) / c")),
+        "l0_counts_distinct_latents": Mistake(
+            "your l0 counts the latents active anywhere in the batch: l0 is the number of active "
+            "latents of each token, averaged over tokens",
+            _evaluate_mutant().replace('(z > 0).float().sum(-1).mean().item()',
+                                       '(z > 0).flatten(0, 1).any(0).sum().item()')),
     },
     "top_activating_contexts": {
-        "centred_window": _CONTEXTS.replace("OFFSET", "-(window // 2)"),
-        "ends_before_token": _CONTEXTS.replace("OFFSET", "-window"),
-        "one_per_row": '''import torch as t
+        "centred_window": Mistake(
+            "your window is centred on the activating token: it must end at that token, since the "
+            "model at position p has seen only tokens 0..p",
+            _CONTEXTS.replace("OFFSET", "-(window // 2)"), hint=2),
+        "ends_before_token": Mistake(
+            "your window stops just before the activating token: it must end with that token",
+            _CONTEXTS.replace("OFFSET", "-window"), hint=2),
+        "one_per_row": Mistake(
+            "you took at most one activation per row: take the k largest over all rows and "
+            "positions together",
+            '''import torch as t
 def top_activating_contexts(latent_acts, tokens, k, window, pad_id=0):
     row_max, row_pos = latent_acts.max(dim=1)
     values, b_idx = row_max.topk(min(k, latent_acts.shape[0]))
@@ -586,12 +670,22 @@ def top_activating_contexts(latent_acts, tokens, k, window, pad_id=0):
         piece = tokens[b, max(0, p - window + 1): p + 1]
         contexts[i, window - len(piece):] = piece
     return {"values": values, "batch_idx": b_idx, "pos_idx": p_idx, "contexts": contexts}
-''',
+''', hint=1),
     },
     "steer_generation": {
-        "bos_steered_too": _steer_mutant(positions=":"),
-        "last_position_only": _steer_mutant(positions="-1:"),
-        "direction_normalised": _steer_mutant(direction="direction / direction.norm()"),
-        "wrong_hook": _steer_mutant(hook='"blocks.0.hook_resid_pre"'),
+        "bos_steered_too": Mistake(
+            "you also steered position 0 (BOS): add the direction at every position except 0",
+            _steer_mutant(positions=":"), hint=1),
+        "last_position_only": Mistake(
+            "you steered only the last position: add the direction at every position except 0, on "
+            "every forward pass",
+            _steer_mutant(positions="-1:"), hint=1),
+        "direction_normalised": Mistake(
+            "you normalised the direction: add scale * direction exactly as given",
+            _steer_mutant(direction="direction / direction.norm()")),
+        "wrong_hook": Mistake(
+            "you added the direction at a fixed hook point instead of hook_name: hook the "
+            "activation the caller names",
+            _steer_mutant(hook='"blocks.0.hook_resid_pre"')),
     },
 }
