@@ -21,6 +21,7 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
+from utils.grading.diagnosis import Mistake
 from utils.reference import activation_patching as ref
 
 N_LAYERS, N_HEADS = 30, 9
@@ -43,6 +44,10 @@ def _batch(seed: int, corruption: str) -> dict:
     clean, corrupted = ld[:2].mean().item(), ld[2:].mean().item()
     return {"clean": data.clean_tokens, "corrupted": data.corrupted_tokens,
             "answers": data.answer_tokens, "clean_ld": clean, "corrupted_ld": corrupted}
+
+
+ABC_PROMPTS = "2 IOI prompts (one ABBA, one BABA), corrupted by a third name at S2"
+FLIP_PROMPTS = "2 IOI prompts (one ABBA, one BABA), corrupted by putting the IO's name at S2"
 
 
 def _args(b: dict) -> tuple:
@@ -96,7 +101,8 @@ def test_logit_diff(submission):
     logits = torch.randn(3, 6, 40, generator=gen) * 3
     answers = torch.tensor([[3, 17], [39, 0], [5, 6]])
     got = expect_tensor(logit_diff(logits, answers), "logit_diff", "batch", (3,))
-    assert_close(got, ref.logit_diff(logits, answers), "logit_diff")
+    assert_close(got, ref.logit_diff(logits, answers), "logit_diff", dims="batch",
+                 inputs="random logits for 3 prompts of 6 positions over a 40-token vocabulary")
 
 
 # ------------------------------------------------------------------------------ section 2
@@ -117,7 +123,8 @@ def test_patch_residual_by_layer_and_position(submission):
         raise AssertionError("your scores are 1 - the expected ones: normalise so that 0 means "
                              "'as corrupted' and 1 means 'as clean'")
     assert_close(got, expected, "patch_residual_by_layer_and_position", atol=2e-3, rtol=1e-3,
-                 what="normalised scores (rows: layers [2, 20], columns: positions [9, 10, 14])")
+                 what="normalised scores (rows: layers [2, 20], columns: positions [9, 10, 14])",
+                 dims="layer pos", inputs=ABC_PROMPTS)
 
 
 @functools.cache
@@ -136,7 +143,7 @@ def test_patch_head_outputs(submission):
     got = expect_tensor(got, "patch_head_outputs", "layer head_index", (1, N_HEADS))
     expected = ref.patch_head_outputs(_model(), corrupted, clean, answers, c, r, [23])
     assert_close(got, expected, "patch_head_outputs (denoising layer 23, all positions)",
-                 atol=2e-3, rtol=1e-3)
+                 atol=2e-3, rtol=1e-3, dims="layer head_index", inputs=ABC_PROMPTS)
     # Noising direction, one position, "flip" corruption.
     f = _batch(13, "flip")
     got = patch(sandbox_model("smollm2"), f["clean"], f["corrupted"], f["answers"],
@@ -145,7 +152,7 @@ def test_patch_head_outputs(submission):
     expected = ref.patch_head_outputs(_model(), f["clean"], f["corrupted"], f["answers"],
                                       f["clean_ld"], f["corrupted_ld"], [20], 10)
     assert_close(got, expected, "patch_head_outputs (noising layer 20 at position 10 only)",
-                 atol=2e-3, rtol=1e-3)
+                 atol=2e-3, rtol=1e-3, dims="layer head_index", inputs=FLIP_PROMPTS)
 
 
 # ------------------------------------------------------------------------------ section 4
@@ -162,12 +169,12 @@ def test_patch_head_set(submission):
     got = expect_tensor(got, "patch_head_set", "n_sets", (len(SETS),))
     expected = ref.patch_head_set(_model(), corrupted, clean, answers, c, r, SETS)
     assert_close(got, expected, "patch_head_set (denoising)", atol=2e-3, rtol=1e-3,
-                 what=f"scores of the sets {SETS}")
+                 what=f"scores of the sets {SETS}", dims="head_set", inputs=ABC_PROMPTS)
     got = patch_set(sandbox_model("smollm2"), clean, corrupted, answers, c, r, NOISE_SETS)
     got = expect_tensor(got, "patch_head_set", "n_sets", (len(NOISE_SETS),))
     expected = ref.patch_head_set(_model(), clean, corrupted, answers, c, r, NOISE_SETS)
     assert_close(got, expected, "patch_head_set (noising)", atol=2e-3, rtol=1e-3,
-                 what=f"scores of the sets {NOISE_SETS}")
+                 what=f"scores of the sets {NOISE_SETS}", dims="head_set", inputs=ABC_PROMPTS)
 
 
 # ------------------------------------------------------------------------------ section 5
@@ -183,7 +190,7 @@ def test_attribution_patching_heads(submission):
         raise AssertionError("your estimates have the opposite sign: the difference is "
                              "z_clean - z_corrupted")
     assert_close(got, expected, "attribution_patching_heads", atol=2e-3, rtol=2e-3,
-                 what="estimated scores")
+                 what="estimated scores", dims="layer head_index", inputs=FLIP_PROMPTS)
 
 
 @functools.cache
@@ -204,13 +211,15 @@ def test_path_patch_to_receivers(submission):
         raise AssertionError("a sender in layer 25 cannot reach a layer-23 receiver: its score "
                              f"must be 1, got {got[1].item():.3f}")
     assert_close(got, expected, "path_patch_to_receivers (queries of L23H3)", atol=2e-3,
-                 rtol=1e-3, what=f"scores of the senders {senders}")
+                 rtol=1e-3, what=f"scores of the senders {senders}", dims="sender",
+                 inputs=ABC_PROMPTS)
     senders, receivers = [(20, 0)], [(23, 3), (29, 1)]
     got = path_patch(sandbox_model("smollm2"), *_args(b), senders, receivers, "k")
     got = expect_tensor(got, "path_patch_to_receivers", "sender", (1,))
     expected = ref.path_patch_to_receivers(_model(), *_args(b), senders, receivers, "k")
     assert_close(got, expected, "path_patch_to_receivers (keys of L23H3 and L29H1)", atol=2e-3,
-                 rtol=1e-3, what="score (for keys, receiver head h means key/value head h // 3)")
+                 rtol=1e-3, what="score (for keys, receiver head h means key/value head h // 3)",
+                 dims="sender", inputs=ABC_PROMPTS)
 
 
 # ------------------------------------------------------------------------------ mutants
@@ -330,7 +339,7 @@ _PATH = '''def path_patch_to_receivers(model, clean_tokens, corrupted_tokens, an
     _, corr = model.run_with_cache(corrupted_tokens, names_filter=lambda n: n in z_names)
     targets = {}
     for layer, head in receivers:
-        targets.setdefault(f"blocks.{layer}.attn.hook_{TARGET}", set()).add(head // group)
+        targets.setdefault(f"blocks.{layer}.attn.hook_TARGET", set()).add(KV_HEAD)
     out = t.zeros(len(senders))
     for k, (s_layer, s_head) in enumerate(senders):
         sender = f"blocks.{s_layer}.attn.hook_z"
@@ -357,27 +366,32 @@ _PATH = '''def path_patch_to_receivers(model, clean_tokens, corrupted_tokens, an
 
 
 def _path_mutant(group="1 if component == 'q' else n_heads // model.cfg.n_key_value_heads",
-                 target="{component}", frozen="clean[hook.name].clone()") -> str:
+                 target="{component}", frozen="clean[hook.name].clone()",
+                 kv_head="head // group") -> str:
     return (_PATH.replace("GROUP", group).replace("TARGET", target)
-            .replace("FROZEN", frozen))
+            .replace("FROZEN", frozen).replace("KV_HEAD", kv_head))
 
 
 MUTANTS = {
     "make_ioi_tokens": {
-        "no_leading_space": '''def make_ioi_tokens(model, template, names):
-    def tid(name):
-        ids = model.tokenizer(name, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(name)
-        return ids[0]
+        "no_leading_space": Mistake(
+            "your answer ids are those of the names without a leading space: in the prompt every "
+            "name follows a space, so look up the id of \" \" + name",
+            '''def make_ioi_tokens(model, template, names):
     for triple in names:
         for n in triple:
-            model.tokenizer(" " + n, add_special_tokens=False)
+            if len(model.tokenizer(" " + n, add_special_tokens=False)["input_ids"]) != 1:
+                raise ValueError(n)
+    def tid(name):
+        return model.tokenizer(name, add_special_tokens=False)["input_ids"][0]
     clean = model.to_tokens([template.format(IO=io, S1=s, S2=s) for io, s, _ in names])
     corr = model.to_tokens([template.format(IO=io, S1=s, S2=c) for io, s, c in names])
     return {"clean": clean, "corrupted": corr,
-            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
-        "corrupts_first_mention": '''def make_ioi_tokens(model, template, names):
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''', hint=1),
+        "corrupts_first_mention": Mistake(
+            "you changed the subject's first mention, S1, in the corrupted prompt: only the second "
+            "mention, S2, becomes the other name",
+            '''def make_ioi_tokens(model, template, names):
     def tid(name):
         ids = model.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
@@ -389,8 +403,11 @@ MUTANTS = {
     clean = model.to_tokens([template.format(IO=io, S1=s, S2=s) for io, s, _ in names])
     corr = model.to_tokens([template.format(IO=io, S1=c, S2=s) for io, s, c in names])
     return {"clean": clean, "corrupted": corr,
-            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
-        "checks_only_answer_names": '''def make_ioi_tokens(model, template, names):
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''', hint=2),
+        "checks_only_answer_names": Mistake(
+            "you check only the answer names io and s: the corrupting name c must be a single "
+            "token too, so raise ValueError for it as well",
+            '''def make_ioi_tokens(model, template, names):
     def tid(name):
         ids = model.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
@@ -399,8 +416,11 @@ MUTANTS = {
     clean = model.to_tokens([template.format(IO=io, S1=s, S2=s) for io, s, _ in names])
     corr = model.to_tokens([template.format(IO=io, S1=s, S2=c) for io, s, c in names])
     return {"clean": clean, "corrupted": corr,
-            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
-        "no_bos": '''def make_ioi_tokens(model, template, names):
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''', hint=1),
+        "no_bos": Mistake(
+            "your prompts do not start with the BOS token: tokenise them so that it is prepended, "
+            "as model.to_tokens does by default",
+            '''def make_ioi_tokens(model, template, names):
     def tid(name):
         ids = model.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
@@ -414,53 +434,116 @@ MUTANTS = {
     corr = model.to_tokens([template.format(IO=io, S1=s, S2=c) for io, s, c in names],
                            prepend_bos=False)
     return {"clean": clean, "corrupted": corr,
-            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''',
+            "answers": t.tensor([[tid(io), tid(s)] for io, s, _ in names])}''', hint=1),
     },
     "logit_diff": {
-        "wrong_sign": '''def logit_diff(logits, answer_tokens):
+        "wrong_sign": Mistake(
+            "you subtracted the correct answer's logit from the wrong one's: return "
+            "logit(answer_tokens[:, 0]) - logit(answer_tokens[:, 1])",
+            '''def logit_diff(logits, answer_tokens):
     final = logits[:, -1]
-    return final.gather(-1, answer_tokens[:, 1:])[:, 0] - final.gather(-1, answer_tokens[:, :1])[:, 0]''',
-        "second_to_last_position": '''def logit_diff(logits, answer_tokens):
+    return final.gather(-1, answer_tokens[:, 1:])[:, 0] - final.gather(-1, answer_tokens[:, :1])[:, 0]'''),
+        "second_to_last_position": Mistake(
+            "you read the logits at the second-to-last position: the next name is predicted at the "
+            "last position",
+            '''def logit_diff(logits, answer_tokens):
     final = logits[:, -2]
-    return final.gather(-1, answer_tokens[:, :1])[:, 0] - final.gather(-1, answer_tokens[:, 1:])[:, 0]''',
-        "batch_mean": '''def logit_diff(logits, answer_tokens):
+    return final.gather(-1, answer_tokens[:, :1])[:, 0] - final.gather(-1, answer_tokens[:, 1:])[:, 0]''', hint=1),
+        "batch_mean": Mistake(
+            "you averaged over the batch: return one logit difference per prompt, shape [batch]",
+            '''def logit_diff(logits, answer_tokens):
     final = logits[:, -1]
-    return (final.gather(-1, answer_tokens[:, :1]) - final.gather(-1, answer_tokens[:, 1:])).mean()''',
+    return (final.gather(-1, answer_tokens[:, :1]) - final.gather(-1, answer_tokens[:, 1:])).mean()'''),
     },
     "patch_residual_by_layer_and_position": {
-        "patches_previous_position": _resid_mutant(shift="- 1"),
-        "resid_post_instead_of_pre": _resid_mutant(kind="resid_post"),
-        "normalised_backwards": _resid_mutant(
-            norm="(clean_logit_diff - ld) / (clean_logit_diff - corrupted_logit_diff)"),
-        "not_normalised": _resid_mutant(norm="ld - corrupted_logit_diff"),
-        "hooks_left_attached": _resid_mutant(run='''        model.add_hook(name, patch)
+        "patches_previous_position": Mistake(
+            "you patched the position before the one asked for: each copy of the batch patches "
+            "exactly the position positions[k]",
+            _resid_mutant(shift="- 1"), hint=2),
+        "resid_post_instead_of_pre": Mistake(
+            "you patched blocks.L.hook_resid_post, after block L: patch hook_resid_pre, the stream "
+            "before layer L reads it",
+            _resid_mutant(kind="resid_post")),
+        "normalised_backwards": Mistake(
+            "your scores run from 1 (as corrupted) to 0 (as clean): normalise as (value - "
+            "corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)",
+            _resid_mutant(
+                norm="(clean_logit_diff - ld) / (clean_logit_diff - corrupted_logit_diff)")),
+        "not_normalised": Mistake(
+            "you returned the raw change in logit difference: divide it by (clean_logit_diff - "
+            "corrupted_logit_diff), so that 0 means as corrupted and 1 as clean",
+            _resid_mutant(norm="ld - corrupted_logit_diff")),
+        "hooks_left_attached": Mistake(
+            "you attached hooks with model.add_hook and never removed them, so they stay on the "
+            "model and pile up from layer to layer: use run_with_hooks, which removes them",
+            _resid_mutant(run='''        model.add_hook(name, patch)
         logits = model(tokens)
-'''),
+''')),
     },
     "patch_head_outputs": {
-        "patches_whole_layer": _heads_mutant(assign="z[rows, where] = source[rows, where]"),
-        "ignores_position": _heads_mutant(where="slice(None)"),
-        "caches_base_run": _heads_mutant(source="base_tokens"),
+        "patches_whole_layer": Mistake(
+            "you patched every head of the layer in every copy of the batch: copy h must patch "
+            "head h only",
+            _heads_mutant(assign="z[rows, where] = source[rows, where]"), hint=2),
+        "ignores_position": Mistake(
+            "you patched every position even when a position was given: then patch only that "
+            "position of head h",
+            _heads_mutant(where="slice(None)"), hint=2),
+        "caches_base_run": Mistake(
+            "you took the patched values from the base run instead of the source run: cache hook_z "
+            "on source_tokens",
+            _heads_mutant(source="base_tokens")),
     },
     "patch_head_set": {
-        "only_first_head": _SET.replace("BODY", "return t.stack([run(hs[:1]) for hs in head_sets])"),
-        "adds_single_head_scores": _SET.replace(
-            "BODY", "return t.stack([sum(run([h]) for h in hs) - (len(hs) - 1) * run([]) "
-                    "if hs else run([]) for hs in head_sets])"),
-        "last_layer_only": _SET.replace(
-            "BODY", "return t.stack([run([h for h in hs if h[0] == max(hs)[0]]) "
-                    "for hs in head_sets])"),
+        "only_first_head": Mistake(
+            "you patched only the first head of each set: patch all of the set's heads together, "
+            "in one forward pass",
+            _SET.replace("BODY", "return t.stack([run(hs[:1]) for hs in head_sets])"), hint=1),
+        "adds_single_head_scores": Mistake(
+            "you added up single-head scores: patch all of the set's heads together in one run, "
+            "since their effects need not add up",
+            _SET.replace("BODY", "return t.stack([sum(run([h]) for h in hs) "
+                                 "- (len(hs) - 1) * run([]) if hs else run([]) "
+                                 "for hs in head_sets])"), hint=1),
+        "last_layer_only": Mistake(
+            "you patched only the heads in the set's last layer: a set may span several layers, so "
+            "hook every layer it uses",
+            _SET.replace("BODY", "return t.stack([run([h for h in hs if h[0] == max(hs)[0]]) "
+                                 "for hs in head_sets])"), hint=1),
     },
     "attribution_patching_heads": {
-        "gradient_on_clean_run": _attr_mutant(cached="corrupted_tokens", grad_run="clean_tokens"),
-        "not_normalised": _attr_mutant(scale="out"),
-        "hook_returns_none": _attr_mutant(ret="return None"),
-        "difference_reversed": _attr_mutant(
-            scale="-out / (clean_logit_diff - corrupted_logit_diff)"),
+        "gradient_on_clean_run": Mistake(
+            "you took the gradient on the clean run: the linear estimate of denoising uses the "
+            "gradient on the corrupted run, times (z_clean - z_corrupted)",
+            _attr_mutant(cached="corrupted_tokens", grad_run="clean_tokens")),
+        "not_normalised": Mistake(
+            "you returned the raw estimates: divide them by (clean_logit_diff - "
+            "corrupted_logit_diff), to put them on the scale of patch_head_outputs",
+            _attr_mutant(scale="out")),
+        "metric_summed_over_batch": Mistake(
+            "you differentiated the sum of the logit differences over the batch: the metric is "
+            "their batch mean, as in the patching functions",
+            _attr_mutant().replace("ld.mean()", "ld.sum()")),
+        "difference_reversed": Mistake(
+            "your estimates have the opposite sign: the difference to multiply by the gradient is "
+            "z_clean - z_corrupted",
+            _attr_mutant(scale="-out / (clean_logit_diff - corrupted_logit_diff)"), hint=3),
     },
     "path_patch_to_receivers": {
-        "no_freezing": _path_mutant(frozen="z.clone()"),
-        "patches_receiver_output": _path_mutant(target="z"),
-        "kv_indexed_by_query_head": _path_mutant(group="1"),
+        "no_freezing": Mistake(
+            "in step 1 you let every other head respond to the sender's change: freeze all other "
+            "heads' hook_z at their clean values, so that only the direct path from the sender to "
+            "the receivers changes",
+            _path_mutant(frozen="z.clone()"), hint=1),
+        "patches_receiver_output": Mistake(
+            "you recorded and patched the receivers' outputs (hook_z): record and patch their "
+            "inputs, hook_q, hook_k or hook_v as component says",
+            _path_mutant(target="z"), hint=2),
+        "kv_head_round_robin": Mistake(
+            "you mapped query head h to key/value head h % 3: in grouped-query attention "
+            "consecutive query heads share a key/value head, so receiver head h reads key/value "
+            "head h // 3",
+            _path_mutant(
+                kv_head="head if component == 'q' else head % model.cfg.n_key_value_heads")),
     },
 }
