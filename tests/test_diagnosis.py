@@ -31,6 +31,8 @@ def test_square_transpose_and_shift_are_named():
     assert "shifted by one position along axis 1" in describe_difference(shifted, seq, 1e-5,
                                                                         1e-4)
     assert describe_difference(torch.randn(4, 6), X, 1e-5, 1e-4) == ""
+    pair = torch.tensor([0.9999, 1.0])
+    assert "shifted" not in describe_difference(torch.tensor([1.004, 1.0]), pair, 1e-3, 1e-3)
 
 
 def test_assert_close_message_names_axes_inputs_and_pattern():

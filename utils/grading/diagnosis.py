@@ -122,7 +122,7 @@ def describe_difference(got: torch.Tensor, expected: torch.Tensor, atol: float, 
     if close(got.sort(dim=-1).values, expected.sort(dim=-1).values):
         return "the right values, in the wrong order along the last axis"
     for axis in range(got.ndim):
-        if got.shape[axis] < 2:
+        if got.shape[axis] < 3:  # on two entries a "shift" is as likely a coincidence
             continue
         n = got.shape[axis]
         if close(got.narrow(axis, 1, n - 1), expected.narrow(axis, 0, n - 1)) or \
