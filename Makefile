@@ -48,16 +48,23 @@ system-deps:
 run-all: setup
 	$(BIN)/python -m utils.execute solutions/*.ipynb
 
+# Two pytest workers (pytest-xdist): run one after the other, the suite keeps one of the two
+# cores idle on average (much of it is single-threaded: imports, process start-up, small
+# tensors). tests/conftest.py groups the work so each chapter's grader starts once.
+PYTEST  = $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadgroup \
+	--no-loadscope-reorder
+TEST_JOBS ?= 2
+
 test: setup system-deps
 	$(BIN)/ruff check utils tests
 	$(BIN)/python -m utils.pins --check
 	$(BIN)/python -m utils.build --check
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
+	$(PYTEST) --durations=25
 
 quicktest: setup
 	$(BIN)/ruff check utils tests
 	$(BIN)/python -m utils.build --check
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" --durations=10
+	$(PYTEST) -m "not slow" --durations=10
 
 bench: setup
 	$(BIN)/python -m utils.bench

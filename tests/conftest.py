@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.course_layout import ChapterLayout, checks_layout
+from tests.course_layout import FIXTURE, ChapterLayout, checks_layout
 from utils import notebooks
 from utils.execute import RunResult, run_notebook
 from utils.grading.runner import Grader, Report
@@ -154,29 +154,49 @@ def _grading_chapter(item) -> str | None:
     return layout.name if layout else None
 
 
+def _work_unit(item) -> str:
+    """What must run in one process when the suite is spread over workers (``-n 2``): a
+    chapter's grading tests (one worker per chapter), each executed notebook on its own, and
+    otherwise a test module (its module fixtures are made once)."""
+    chapter = _grading_chapter(item)
+    if chapter is not None:
+        return f"grading-{chapter}"
+    if "course_run" in getattr(item, "fixturenames", ()):
+        return item.nodeid
+    return Path(item.path).name
+
+
+def pytest_itemcollected(item):
+    """Group the test's work unit; mark grading of a course chapter slow (it runs the
+    chapter's setup cell and every answer cell in the sandbox, with SmolLM2 and the toy
+    models, and some checks train models): the fixture chapter's grading stays quick."""
+    item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
+    chapter = _grading_chapter(item)
+    if chapter is not None and chapter != FIXTURE.name:
+        item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Run each chapter's grading tests one after another (in collection order), at the
-    place of the first one, so that each chapter's worker starts once."""
-    others: list = []
-    blocks: dict[str, list] = {}
-    first = None
+    """Order the work: slow tests first (the longest units start first when spread over
+    workers), then each chapter's grading tests together (its worker starts once), then the
+    rest, each part in collection order."""
+    slow, grading, rest = [], {}, []
     for item in items:
         chapter = _grading_chapter(item)
-        if chapter is None:
-            others.append(item)
-            continue
-        if first is None:
-            first = len(others)
-        blocks.setdefault(chapter, []).append(item)
-    if blocks:
-        others[first:first] = [item for block in blocks.values() for item in block]
-    items[:] = others
+        if chapter is not None:
+            grading.setdefault(chapter, []).append(item)
+        elif item.get_closest_marker("slow"):
+            slow.append(item)
+        else:
+            rest.append(item)
+    items[:] = slow + [item for block in grading.values() for item in block] + rest
 
 
 # ----------------------------------------------------------------- time per tier, per file
 _SECONDS_BY_TEST: dict[str, float] = defaultdict(float)
 _SLOW_TESTS: set[str] = set()
+_GRADER_STARTS: dict[str, int] = defaultdict(int)  # this process's, and its workers'
 _STARTED = pytest.StashKey[float]()
 
 
@@ -208,13 +228,23 @@ def pytest_terminal_summary(terminalreporter, config):
     write(f"{'wall':>6}: {wall:19.1f} s (collection included)")
     for path, seconds in sorted(files.items(), key=lambda kv: -kv[1])[:12]:
         write(f"{seconds:14.1f} s  {path}")
-    run = config.stash.get(RUN_KEY, None)
-    if run is not None and run.graders.starts:
-        starts = ", ".join(f"{k} {v}" for k, v in sorted(run.graders.starts.items()))
+    if _GRADER_STARTS:
+        starts = ", ".join(f"{k} {v}" for k, v in sorted(_GRADER_STARTS.items()))
         write(f"grading workers started per chapter: {starts}")
 
 
 def pytest_sessionfinish(session):
     run = session.config.stash.get(RUN_KEY, None)
-    if run is not None:
-        run.graders.close()
+    if run is None:
+        return
+    run.graders.close()
+    for chapter, count in run.graders.starts.items():
+        _GRADER_STARTS[chapter] += count
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+        session.config.workeroutput["grader_starts"] = dict(run.graders.starts)
+
+
+def pytest_testnodedown(node, error):
+    """(pytest-xdist) Add up the grading workers each test worker started."""
+    for chapter, count in getattr(node, "workeroutput", {}).get("grader_starts", {}).items():
+        _GRADER_STARTS[chapter] += count
