@@ -18,6 +18,7 @@ import torch
 
 from tests.course_layout import FIXTURE
 from utils import nbgrader_course, notebooks
+from utils.grading.diagnosis import source_of
 from utils.grading.runner import load_checks_module
 from utils.grading.sandbox import bubblewrap_path
 from utils.rehearse import OWN_OUTPUT, rehearse, submission_with
@@ -73,7 +74,7 @@ def course(tmp_path_factory):
     inbox = tmp_path_factory.mktemp("inbox")
     mutants = load_checks_module(FIXTURE.name, FIXTURE.checks).MUTANTS
     wrong = {"center_rows": CORRECT["center_rows"],
-             "mask_future": mutants["mask_future"]["masks_diagonal"]}
+             "mask_future": source_of(mutants["mask_future"]["masks_diagonal"])}
     notebooks.write_notebook(submission_with(released, CORRECT, output=OWN_OUTPUT),
                              inbox / "alice.ipynb")
     notebooks.write_notebook(submission_with(released, wrong), inbox / "bob.ipynb")
