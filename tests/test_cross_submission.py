@@ -227,6 +227,7 @@ def test_no_submission_reaches_another_in_one_class_run(tmp_path):
         assert {r["student"]: float(r["score"]) for r in csv.DictReader(f)} == expected
 
 
+@pytest.mark.slow
 def test_class_on_a_real_chapter(tmp_path):
     chapter = course_chapters()[0]
     inbox = tmp_path / "inbox"

@@ -58,6 +58,7 @@ def _grade_cli(*args):
                           text=True, cwd=paths.REPO_ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_json_report_for_solution_and_stub():
     done = _grade_cli(str(FIXTURE.solution_notebook), "--json", *FIXTURE_ARGS)
     assert done.returncode == 0, done.stderr
