@@ -93,11 +93,10 @@ def _readable_roots(extra: list[Path]) -> list[Path]:
     return roots + [paths.REPO_ROOT / "utils", paths.cache_dir(), *extra]
 
 
-def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]
-                   ) -> tuple[list[str], str]:
-    """The bubblewrap command line, and the writable scratch folder inside the sandbox
-    (``/tmp``, or ``/scratch`` when the course itself lives under ``/tmp``: the worker wipes
-    its scratch after every call, so nothing read-only may sit inside it)."""
+def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]) -> list[str]:
+    """The bubblewrap command line. The writable scratch inside is ``/tmp``, or ``/scratch``
+    when the course itself lives under ``/tmp`` (the worker wipes its scratch after every
+    call, so nothing read-only may sit inside it); ``$COURSE_SCRATCH`` names it."""
     binds: dict[str, str] = {}
     for root in _readable_roots(extra_ro):
         real = os.path.realpath(root)
@@ -124,7 +123,7 @@ def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]
     cmd += ["--chdir", "/", "--setenv", "HOME", scratch, "--setenv", "COURSE_SANDBOXED", "1",
             "--setenv", "COURSE_SCRATCH", scratch, "--setenv", "TMPDIR", scratch,
             "--setenv", "MPLCONFIGDIR", f"{scratch}/.matplotlib"]
-    return cmd, scratch
+    return cmd
 
 
 def hidden_paths(modules: list[str]) -> list[Path]:
@@ -248,9 +247,8 @@ class Sandbox:
         if bwrap:
             if _as_root():  # the worker runs as nobody: it must be able to read the models
                 paths.share_with_sandbox(paths.cache_dir())
-            cmd, _ = _bwrap_command(bwrap, self.extra_readable,
-                                    hidden_paths(self.hidden_modules))
-            cmd += worker
+            cmd = _bwrap_command(bwrap, self.extra_readable,
+                                 hidden_paths(self.hidden_modules)) + worker
             cwd = "/"
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="grading-")

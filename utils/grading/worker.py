@@ -168,9 +168,7 @@ class Zygote:
         if timed_out:
             reply.update(status="timeout", message=f"did not finish within {header['timeout']} s")
         else:
-            reply.update(status="exited", message=_describe_exit(status),
-                         clean_exit=status is not None and os.WIFEXITED(status)
-                         and os.WEXITSTATUS(status) == 0)
+            reply.update(status="exited", message=_describe_exit(status))
         self.reply(reply)
 
     def clean_up(self, pid: int) -> None:
