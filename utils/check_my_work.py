@@ -14,7 +14,7 @@ import time
 from html import escape
 from pathlib import Path
 
-from utils import notebooks, progress
+from utils import edition, notebooks, progress
 
 
 class NotebookNotFound(RuntimeError):
@@ -49,11 +49,13 @@ def unsaved_answers(nb, history: list[str]) -> list[str]:
     return stale
 
 
-def report_html(report, stale: list[str]) -> str:
-    """The report as an HTML table, each exercise linked to its heading in the notebook."""
+def report_html(report, stale: list[str], kinds: dict[str, str] | None = None) -> str:
+    """The report as an HTML table, each item linked to its heading in the notebook
+    (``kinds`` maps an item to "Investigation" when its heading says so; default "Exercise")."""
     rows = []
     for e in report.exercises:
-        link = f'<a href="#Exercise:-{escape(e.id)}">{escape(e.id)}</a>'
+        kind = (kinds or {}).get(e.id, "Exercise")
+        link = f'<a href="#{kind}:-{escape(e.id)}">{escape(e.id)}</a>'
         mark = "✅" if e.passed else "❌"
         message = escape(e.message).replace("\n", "<br>")
         rows.append(f"<tr><td>{mark}</td><td>{link}</td><td>{e.points:g} / {e.max_points:g}"
@@ -92,14 +94,16 @@ def grade_my_work(path: str | Path | None = None, show: bool = True, **grading):
     except NameError:
         history = []
     try:
-        stale = unsaved_answers(notebooks.read_notebook(notebook), history)
+        nb = notebooks.read_notebook(notebook)
+        stale = unsaved_answers(nb, history)
+        kinds = {name: item.kind for name, item in edition.outline(nb).items.items()}
     except notebooks.NotebookError:
-        stale = []
+        stale, kinds = [], {}
     if show:
         try:
             from IPython.display import HTML, display
 
-            display(HTML(report_html(report, stale)))
+            display(HTML(report_html(report, stale, kinds)))
         except ImportError:
             print(report.to_text())
         return None
