@@ -49,23 +49,26 @@ run-all: setup
 	$(BIN)/python -m utils.execute solutions/*.ipynb
 
 PYTEST  = $(BIN)/python -m pytest -q -p no:cacheprovider
-# The quick tier on two pytest workers (pytest-xdist): it is mostly single-threaded (imports,
-# process start-up, small tensors). tests/conftest.py groups the work so each chapter's grader
-# starts once. The full suite runs in one process: its slow tier is multi-threaded torch work
-# (training, notebooks), and two of those at once on 2 cores oversubscribe them (the toy
-# model's retrain took 698 s instead of 137 s).
+# Both tiers run on two pytest workers (pytest-xdist); tests/conftest.py groups the work so
+# each chapter's grader starts once and its grading stays on one worker. `make test` pins torch
+# (and every notebook kernel and training run it starts) to one thread per worker: two workers
+# of two threads each oversubscribed the 2 cores (the toy model's retrain took 698 s beside a
+# notebook, 137 s alone), while two single-threaded workers keep both cores busy, with most of
+# the suite's time spent in process start-up, imports and sandboxed calls.
 QUICK_JOBS ?= 2
+TEST_JOBS ?= 2
+ONE_THREAD = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: setup system-deps
 	$(BIN)/ruff check utils tests
 	$(BIN)/python -m utils.pins --check
 	$(BIN)/python -m utils.build --check
-	$(PYTEST) --durations=25
+	$(ONE_THREAD) $(PYTEST) -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 quicktest: setup
 	$(BIN)/ruff check utils tests
 	$(BIN)/python -m utils.build --check
-	$(PYTEST) -n $(QUICK_JOBS) --dist loadgroup --no-loadscope-reorder -m "not slow" \
+	$(ONE_THREAD) $(PYTEST) -n $(QUICK_JOBS) --dist loadgroup --no-loadscope-reorder -m "not slow" \
 	  --durations=10
 
 bench: setup

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbconvert.exporters import NotebookExporter
 from nbconvert.preprocessors import ClearMetadataPreprocessor
@@ -53,8 +54,11 @@ from utils import feedback as learner_feedback
 from utils import notebooks, paths
 from utils.build import HIDDEN_BEGIN, HIDDEN_END
 from utils.grading.overlay import checks_for
-from utils.grading.runner import ExerciseResult, Grader, Report
 from utils.submissions import find_submissions
+
+if TYPE_CHECKING:  # the grader pulls in torch: imported only when a notebook is graded, so
+    # every other nbgrader command (release, collect, feedback...) starts seconds sooner
+    from utils.grading.runner import ExerciseResult, Grader, Report
 
 COURSE_ENV = "COURSE_NBGRADER_DIR"
 COURSE_ID = "mech-interp-course"
@@ -102,6 +106,8 @@ def _grader_for(chapter: str, checks_dir: str, require_sandbox: bool,
     if key not in _GRADERS:
         try:
             checks = checks_for(chapter, checks_dir or None)
+            from utils.grading.runner import Grader
+
             grader = Grader(chapter, checks.folder, release, require_isolation=require_sandbox)
             grader.__enter__()
         except Exception as exc:
