@@ -4,7 +4,10 @@ Inputs are computed here, in the trusted process, from the shipped toy model (wi
 LayerNorm folded, as in the notebook) on tokens the notebook never shows, or drawn at random
 with fixed seeds; the learner's function receives plain tensors. Expected values come from
 ``utils.reference.qk_ov_circuits``. Which toy head does what is never assumed: where a check
-needs a particular head it finds it from the reference scores.
+needs a particular head it finds it from the reference scores, and the investigations
+(``previous_token_head``, ``strongest_induction_head``, ``composition_that_stands_out``,
+``k_circuit_diagonal_fraction``) are graded against findings computed here from the model, never
+against a number typed into this file.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from utils.grading.diagnosis import Mistake
 from utils.reference import qk_ov_circuits as ref
 
 HALF = 15  # repeated-token half length for the checks (the notebook uses other lengths)
+FINDINGS_HALF, FINDINGS_BATCH = 30, 16  # fresh sequences the investigations are graded on
+DIAGONAL_TOLERANCE = 0.01  # k_circuit_diagonal_fraction's docstring promises this
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -49,9 +54,37 @@ def _toy() -> dict:
     return {"tokens": tokens, "acts": acts, **weights}
 
 
+@functools.cache
+def _findings() -> dict:
+    """What the investigations ask, measured here on fresh sequences (trusted process)."""
+    from utils.data import repeated_random_tokens
+    from utils.head_scores import induction_score
+    from utils.toy_models import load_toy_model
+
+    toy = _toy()
+    model = load_toy_model("attn_only_2l")
+    tokens = repeated_random_tokens(FINDINGS_BATCH, FINDINGS_HALF, model.cfg.d_vocab,
+                                    seed=4_242, bos_token=0)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    previous = ref.head_pattern_scores(cache["pattern", 0])["previous"]
+    induction = induction_score(cache["pattern", 1], FINDINGS_HALF)
+    prev_order = previous.argsort(descending=True).tolist()
+    ind_order = induction.argsort(descending=True).tolist()
+    prev, ind = prev_order[0], ind_order[0]
+    circuit = ref.k_composition_circuit(toy["W_E"], toy["W_Q"][1, ind], toy["W_K"][1, ind],
+                                        toy["W_V"][0, prev], toy["W_O"][0, prev])
+    ratios = ref.composition_over_chance(toy["W_Q"], toy["W_K"], toy["W_V"], toy["W_O"], 0, 1)
+    return {"previous": previous, "induction": induction, "prev_order": prev_order,
+            "ind_order": ind_order, "diagonal": ref.diagonal_argmax_fraction(circuit),
+            "over_chance": ratios,
+            "sequences": f"{FINDINGS_BATCH} fresh sequences of {FINDINGS_HALF} random tokens "
+                         "repeated after BOS"}
+
+
 def warm_up() -> None:
     """Called by the grader while the worker starts: load the reference model now."""
-    _toy()
+    _findings()
 
 
 def _random(shape: tuple[int, ...], seed: int, scale: float = 1.0) -> torch.Tensor:
@@ -257,6 +290,179 @@ def test_loss_keeping_paths(submission):
                       what=f"mean second-half loss with keep={keep}")
 
 
+# ------------------------------------------------------------------ investigations
+def _expect_head(value, name: str, n_heads: int, layer: int) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value.item())
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SubmissionError(f"{name} should return a head index (a Python int), "
+                              f"got {type(value).__name__}")
+    if not 0 <= value < n_heads:
+        raise SubmissionError(f"{name}: layer {layer} has heads 0 .. {n_heads - 1}, got {value}")
+    return value
+
+
+@points(1)
+def test_previous_token_head(submission):
+    found = _findings()
+    n_heads = len(found["previous"])
+    head = _expect_head(submission.function("previous_token_head")(), "previous_token_head",
+                        n_heads, 0)
+    if head != found["prev_order"][0]:
+        raise AssertionError(
+            f"previous_token_head: on {found['sequences']}, L0H{head} pays "
+            f"{found['previous'][head]:.2f} of its attention to the previous token on average; "
+            f"another layer-0 head pays {found['previous'].max():.2f}. Compare the four layer-0 "
+            "heads on the previous-token score (not the current- or first-token score).")
+
+
+@points(1)
+def test_strongest_induction_head(submission):
+    found = _findings()
+    n_heads = len(found["induction"])
+    head = _expect_head(submission.function("strongest_induction_head")(),
+                        "strongest_induction_head", n_heads, 1)
+    if head != found["ind_order"][0]:
+        raise AssertionError(
+            f"strongest_induction_head: on {found['sequences']}, L1H{head}'s induction score "
+            f"is {found['induction'][head]:.2f}, and another layer-1 head scores "
+            f"{found['induction'].max():.2f}. The question is about the induction score of the "
+            "layer-1 heads (attention to the token after the earlier copy), and the margins are "
+            "small: read the numbers, not the bars.")
+
+
+@points(1)
+def test_composition_that_stands_out(submission):
+    found = _findings()["over_chance"]
+    got = submission.function("composition_that_stands_out")()
+    if got not in ("Q", "K", "V"):
+        raise SubmissionError('composition_that_stands_out should return "Q", "K" or "V", '
+                              f"got {got!r}")
+    best = max(found, key=found.get)
+    if got != best:
+        raise AssertionError(
+            f"composition_that_stands_out: the strongest {got}-composition from layer 0 into "
+            f"layer 1 is {found[got]:.2f} times the random baseline, and another kind reaches "
+            f"{found[best]:.2f} times. Compare each kind's largest score with the random "
+            "baseline of the same kind (check your composition_scores first: the K-composition "
+            "uses the transposed QK circuit, and the early head's OV circuit is not transposed).")
+
+
+@points(1)
+def test_k_circuit_diagonal_fraction(submission):
+    found = _findings()
+    got = submission.function("k_circuit_diagonal_fraction")()
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        raise SubmissionError("k_circuit_diagonal_fraction should return a number (a fraction "
+                              f"in [0, 1]), got {type(got).__name__}")
+    if not 0.0 <= got <= 1.0:
+        raise SubmissionError(f"k_circuit_diagonal_fraction: a fraction lies in [0, 1], got {got}")
+    if abs(got - found["diagonal"]) > DIAGONAL_TOLERANCE:
+        raise AssertionError(
+            f"k_circuit_diagonal_fraction: you answered {got:.3f}, which is more than "
+            f"{DIAGONAL_TOLERANCE} away from the fraction the grader measures on the folded toy "
+            "model. It is about one matrix: the strongest induction head's query (token "
+            "embeddings through its W_Q) against keys made by the previous-token head's OV "
+            "circuit and then the induction head's W_K, with BOS left out of both axes; count "
+            "the rows whose largest entry is in the row's own column.")
+
+
+# ------------------------------------------------------------------ k_composition_circuit
+@points(2)
+def test_k_composition_circuit(submission):
+    k_composition_circuit = submission.function("k_composition_circuit")
+    toy, found = _toy(), _findings()
+    prev, ind = found["prev_order"][0], found["ind_order"][0]
+    args = (toy["W_E"], toy["W_Q"][1, ind], toy["W_K"][1, ind], toy["W_V"][0, prev],
+            toy["W_O"][0, prev])
+    expected = ref.k_composition_circuit(*args)
+    got = expect_tensor(k_composition_circuit(*args), "k_composition_circuit",
+                        "query_token prev_token", tuple(expected.shape))
+    assert_close(got, expected, "k_composition_circuit", atol=1e-3, rtol=1e-3,
+                 what="scores", dims="query_token prev_token",
+                 inputs="the folded toy model's previous-token head (early) and strongest "
+                 "induction head (late)")
+    # Random weights: a late head with d_head 4, an early head with d_head 6 (so the scale
+    # 1 / sqrt(d_head) is 1/2 and differs from the early head's), no symmetry between rows and
+    # columns.
+    args = (_random((20, 12), 801), _random((12, 4), 802), _random((12, 4), 803),
+            _random((12, 6), 804), _random((6, 12), 805))
+    expected = ref.k_composition_circuit(*args)
+    got = expect_tensor(k_composition_circuit(*args), "k_composition_circuit",
+                        "query_token prev_token", (20, 20))
+    assert_close(got, expected, "k_composition_circuit", atol=1e-4, rtol=1e-3,
+                 what="scores", dims="query_token prev_token",
+                 inputs="random weights: d_vocab 20, d_model 12, late head d_head 4, early head "
+                 "d_head 6")
+
+
+# Shared openings of the investigations' mutants: they run in the sandbox, so they load the
+# toy model and measure from it, and stay wrong after a retrain.
+_HEAD_SCORES = '''
+def _layer_scores(layer, kind):
+    from utils.data import repeated_random_tokens
+    from utils.head_scores import induction_score
+    from utils.toy_models import load_toy_model
+    model = load_toy_model("attn_only_2l")
+    tokens = repeated_random_tokens(8, 30, model.cfg.d_vocab, seed=5, bos_token=0)
+    with t.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("pattern"))
+    pattern = cache["pattern", layer]
+    if kind == "induction":
+        return induction_score(pattern, 30)
+    offset = {"previous": -1, "current": 0}[kind]
+    return pattern[:, :, 1:, :].diagonal(offset=offset + 1, dim1=-2, dim2=-1).mean(dim=(0, -1))
+'''
+
+_COMPOSITION_RATIOS = '''
+def _ratios():
+    from utils.toy_models import load_toy_model
+    model = load_toy_model("attn_only_2l")
+    model.enable_compatibility_mode()
+
+    def scores(W_Q, W_K, W_V, W_O):
+        ov_early = {early}
+        qk_late = FactoredMatrix(W_Q[1], W_K[1].transpose(-1, -2))[None]
+        ov_late = FactoredMatrix(W_V[1], W_O[1])[None]
+        return {{mode: (ov_early @ late).norm() / (ov_early.norm() * late.norm())
+                for mode, late in (("Q", qk_late), ("K", {k_late}), ("V", ov_late))}}
+
+    with t.no_grad():
+        weights = [model.W_Q, model.W_K, model.W_V, model.W_O]
+        real = scores(*weights)
+        gen = t.Generator().manual_seed(0)
+        chance = scores(*[t.randn(w.shape, generator=gen) for w in weights])
+    return {{mode: (real[mode].max() / chance[mode].mean()).item() for mode in "QKV"}}
+'''
+
+_DIAGONAL = '''
+def order(layer, kind):
+    return _layer_scores(layer, kind).argsort(descending=True).tolist()
+
+
+def k_circuit_diagonal_fraction():
+    from utils.toy_models import load_toy_model
+    model = load_toy_model("attn_only_2l")
+    model.enable_compatibility_mode()
+    early, late = {early}, order(1, "induction")[0]
+    with t.no_grad():
+        W_E, W_Q, W_K = model.W_E, model.W_Q[1, late], model.W_K[1, late]
+        if early is None:
+            circuit = (W_E @ W_Q) @ (W_E @ W_K).T
+        elif early == "query side":
+            prev = order(0, "previous")[0]
+            ov = model.W_V[0, prev] @ model.W_O[0, prev]
+            circuit = (W_E @ ov @ W_Q) @ (W_E @ W_K).T
+        else:
+            ov = model.W_V[0, early] @ model.W_O[0, early]
+            circuit = (W_E @ W_Q) @ (W_E @ ov @ W_K).T
+    inner = circuit[1:, 1:]
+    return (inner.argmax(dim=-1) == t.arange(inner.shape[0])).float().mean().item()
+'''
+
+
 MUTANTS = {
     "attention_pattern_from_qk": {
         "no_scale": Mistake(
@@ -268,7 +474,7 @@ MUTANTS = {
     scores = einops.einsum(q, k, "b q h d, b k h d -> b h q k")
     seq = q.shape[1]
     future = t.triu(t.ones(seq, seq, dtype=t.bool), diagonal=1)
-    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)'''),
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)''', hint=1),
         "masks_diagonal": Mistake(
             "you also masked the diagonal: a token may attend to itself, so mask only the "
             "sources after the destination (src_pos > dest_pos)",
@@ -309,7 +515,7 @@ MUTANTS = {
     scores = einops.einsum(q, k, "b q h d, b k h d -> b h q k") / q.shape[-1]
     seq = q.shape[1]
     future = t.triu(t.ones(seq, seq, dtype=t.bool), diagonal=1)
-    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)'''),
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)''', hint=3),
     },
     "head_pattern_scores": {
         "includes_dest_0": Mistake(
@@ -348,7 +554,7 @@ MUTANTS = {
     scores = (W_pos @ FactoredMatrix(W_Q, W_K.transpose(-1, -2)) @ W_pos.T).AB
     n = W_pos.shape[0]
     future = t.triu(t.ones(n, n, dtype=t.bool), diagonal=1)
-    return scores.masked_fill(future, float("-inf"))'''),
+    return scores.masked_fill(future, float("-inf"))''', hint=1),
         "query_key_swapped": Mistake(
             "you put W_K on the query side: W_Q reads the destination (rows) and W_K the source "
             "(columns); swapped, you get the transposed scores",
@@ -366,7 +572,7 @@ MUTANTS = {
     scores = scores / math.sqrt(W_Q.shape[-1])
     n = W_pos.shape[0]
     future = t.triu(t.ones(n, n, dtype=t.bool), diagonal=0)
-    return scores.masked_fill(future, float("-inf"))'''),
+    return scores.masked_fill(future, float("-inf"))''', hint=3),
     },
     "ov_copying_scores": {
         "eigenvalues_of_W_OV": Mistake(
@@ -374,19 +580,19 @@ MUTANTS = {
             "use the full OV circuit W_E W_V W_O W_U",
             '''def ov_copying_scores(W_E, W_V, W_O, W_U):
     eig = FactoredMatrix(W_V, W_O).eigenvalues
-    return eig.real.sum(-1) / eig.abs().sum(-1)''', hint=2),
+    return eig.real.sum(-1) / eig.abs().sum(-1)''', hint=1),
         "embedding_transposed_as_unembedding": Mistake(
             "you used the transposed embedding as the unembedding: the full OV circuit ends in "
             "the model's own W_U, which need not equal W_E.T",
             '''def ov_copying_scores(W_E, W_V, W_O, W_U):
     eig = FactoredMatrix(W_E @ W_V, W_O @ W_E.T).eigenvalues
-    return eig.real.sum(-1) / eig.abs().sum(-1)''', hint=1),
+    return eig.real.sum(-1) / eig.abs().sum(-1)''', hint=2),
         "abs_of_real_parts": Mistake(
             "you summed the absolute values of the real parts: negative eigenvalues "
             "(anti-copying) must count against the score, so sum the real parts as they are",
             '''def ov_copying_scores(W_E, W_V, W_O, W_U):
     eig = FactoredMatrix(W_E @ W_V, W_O @ W_U).eigenvalues
-    return eig.real.abs().sum(-1) / eig.abs().sum(-1)'''),
+    return eig.real.abs().sum(-1) / eig.abs().sum(-1)''', hint=3),
     },
     "composition_scores": {
         "k_composition_wrong_side": Mistake(
@@ -421,7 +627,7 @@ MUTANTS = {
     def score(left, right):
         return (left @ right).norm() / (left.norm() * right.norm())
     return {"Q": score(ov_early, qk), "K": score(ov_early, qk.T),
-            "V": score(ov_late, ov_early)}'''),
+            "V": score(ov_late, ov_early)}''', hint=1),
         "not_normalised": Mistake(
             "you returned the bare Frobenius norm of the product: divide by the product of the "
             "two matrices' norms, so the scores are comparable between heads",
@@ -430,7 +636,7 @@ MUTANTS = {
     qk = FactoredMatrix(W_Q[late], W_K[late].transpose(-1, -2))[None]
     ov_late = FactoredMatrix(W_V[late], W_O[late])[None]
     return {"Q": (ov_early @ qk).norm(), "K": (ov_early @ qk.T).norm(),
-            "V": (ov_early @ ov_late).norm()}'''),
+            "V": (ov_early @ ov_late).norm()}''', hint=1),
     },
     "head_path_outputs": {
         "no_layernorm_scale": Mistake(
@@ -494,5 +700,98 @@ MUTANTS = {
     pos = t.arange(seq - half_len, seq - 1)
     correct = logprobs[:, pos].gather(-1, tokens[:, pos + 1, None])
     return -correct.mean().item()''', hint=1),
+    },
+    "previous_token_head": {
+        "runner_up": Mistake(
+            "you named the layer-0 head with the second-highest previous-token score: it attends "
+            "to the previous token too, but less than another head does",
+            _HEAD_SCORES + '''
+def previous_token_head():
+    return int(_layer_scores(0, "previous").argsort(descending=True)[1])''', hint=1),
+        "current_token_head": Mistake(
+            "you named the head that attends most to the destination itself (the current-token "
+            "score): the question is about attention to the position just before it",
+            _HEAD_SCORES + '''
+def previous_token_head():
+    return int(_layer_scores(0, "current").argmax())''', hint=2),
+    },
+    "strongest_induction_head": {
+        "runner_up": Mistake(
+            "you named a layer-1 head whose induction score is high but not the highest: all "
+            "four are induction heads, and the question asks for the strongest",
+            _HEAD_SCORES + '''
+def strongest_induction_head():
+    return int(_layer_scores(1, "induction").argsort(descending=True)[1])''', hint=1),
+        "previous_token_head_index": Mistake(
+            "you answered with the previous-token head's index: the question is about the "
+            "layer-1 heads and their induction scores",
+            _HEAD_SCORES + '''
+def strongest_induction_head():
+    return int(_layer_scores(0, "previous").argmax())''', hint=2),
+    },
+    "composition_that_stands_out": {
+        "k_as_q": Mistake(
+            "your answer follows from K-composition scores computed like Q-composition ones (the "
+            "late head's QK circuit not transposed): then K does not stand out and V comes "
+            "first; fix composition_scores, then compare again",
+            _COMPOSITION_RATIOS.format(early="FactoredMatrix(W_V[0], W_O[0])[:, None]",
+                                       k_late="qk_late") + '''
+def composition_that_stands_out():
+    ratios = _ratios()
+    return max(ratios, key=ratios.get)''', hint=1),
+        "transposed_early_ov": Mistake(
+            "your answer follows from composition scores with the early head's OV circuit "
+            "transposed (W_O^T W_V^T instead of W_V W_O): then Q seems to stand out; fix "
+            "composition_scores, then compare again",
+            _COMPOSITION_RATIOS.format(early="FactoredMatrix(W_V[0], W_O[0]).T[:, None]",
+                                       k_late="qk_late.T") + '''
+def composition_that_stands_out():
+    ratios = _ratios()
+    return max(ratios, key=ratios.get)''', hint=1),
+    },
+    "k_composition_circuit": {
+        "no_scale": Mistake(
+            "you left out attention's scale: the scores are in the units the softmax sees, so "
+            "divide by the square root of the late head's d_head",
+            '''def k_composition_circuit(W_E, W_Q, W_K, W_V_prev, W_O_prev):
+    return (W_E @ W_Q) @ (W_E @ W_V_prev @ W_O_prev @ W_K).T''', hint=2),
+        "early_head_scale": Mistake(
+            "you scaled by the early head's d_head: the score is the late head's, so divide by "
+            "the square root of W_Q.shape[-1]",
+            '''def k_composition_circuit(W_E, W_Q, W_K, W_V_prev, W_O_prev):
+    scores = (W_E @ W_Q) @ (W_E @ W_V_prev @ W_O_prev @ W_K).T
+    return scores / math.sqrt(W_V_prev.shape[-1])''', hint=2),
+        "rows_and_columns_swapped": Mistake(
+            "your matrix is transposed: rows are the destination's token (the query side, "
+            "W_E W_Q) and columns the source's previous token (the key side)",
+            '''def k_composition_circuit(W_E, W_Q, W_K, W_V_prev, W_O_prev):
+    scores = (W_E @ W_V_prev @ W_O_prev @ W_K) @ (W_E @ W_Q).T
+    return scores / math.sqrt(W_Q.shape[-1])''', hint=1),
+        "ov_on_query_side": Mistake(
+            "you put the early head's OV circuit on the query side: that is a Q-composition "
+            "circuit; here the early head writes into the source position, which the late head "
+            "reads through W_K",
+            '''def k_composition_circuit(W_E, W_Q, W_K, W_V_prev, W_O_prev):
+    scores = (W_E @ W_V_prev @ W_O_prev @ W_Q) @ (W_E @ W_K).T
+    return scores / math.sqrt(W_Q.shape[-1])''', hint=3),
+        "early_head_left_out": Mistake(
+            "you left out the early head: the keys are made from what the early head writes "
+            "(each embedding through W_V_prev W_O_prev), then read through W_K",
+            '''def k_composition_circuit(W_E, W_Q, W_K, W_V_prev, W_O_prev):
+    return (W_E @ W_Q) @ (W_E @ W_K).T / math.sqrt(W_Q.shape[-1])''', hint=1),
+    },
+    "k_circuit_diagonal_fraction": {
+        "second_previous_token_head": Mistake(
+            "you used the layer-0 head with the second-highest previous-token score: the "
+            "question is about the previous-token head, the highest",
+            _HEAD_SCORES + _DIAGONAL.format(early="order(0, 'previous')[1]") , hint=1),
+        "own_token_circuit": Mistake(
+            "you measured the induction head's own token QK circuit (W_E W_Q W_K^T W_E^T): the "
+            "keys must be read through the previous-token head's OV circuit first",
+            _HEAD_SCORES + _DIAGONAL.format(early=None), hint=1),
+        "ov_on_query_side": Mistake(
+            "you put the previous-token head's OV circuit on the query side: it writes into "
+            "the source position, which the induction head reads through W_K",
+            _HEAD_SCORES + _DIAGONAL.format(early="'query side'"), hint=3),
     },
 }

@@ -21,9 +21,12 @@ from torch import Tensor
 
 __all__ = [
     "attention_pattern_from_qk",
+    "composition_over_chance",
     "composition_scores",
+    "diagonal_argmax_fraction",
     "head_path_outputs",
     "head_pattern_scores",
+    "k_composition_circuit",
     "loss_keeping_paths",
     "ov_copying_scores",
     "positional_qk_scores",
@@ -135,6 +138,52 @@ def composition_scores(
             for mode, right in (("Q", qk), ("K", qk.T), ("V", ov)):
                 out[mode][i, j] = _frob(ov_e @ right) / (_frob(ov_e) * _frob(right))
     return {m: v.float() for m, v in out.items()}
+
+
+def composition_over_chance(
+    W_Q: Float[Tensor, "layer head_index d_model d_head"],
+    W_K: Float[Tensor, "layer head_index d_model d_head"],
+    W_V: Float[Tensor, "layer head_index d_model d_head"],
+    W_O: Float[Tensor, "layer head_index d_head d_model"],
+    early: int,
+    late: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per kind ("Q", "K", "V"): the largest composition score over all pairs of heads, divided
+    by the mean score of standard-normal weights of the same shapes (drawn in the order
+    W_Q, W_K, W_V, W_O from one generator seeded with ``seed``)."""
+    real = composition_scores(W_Q, W_K, W_V, W_O, early, late)
+    gen = torch.Generator().manual_seed(seed)
+    random = [torch.randn(w.shape, generator=gen) for w in (W_Q, W_K, W_V, W_O)]
+    chance = composition_scores(*random, early, late)
+    return {m: (real[m].max() / chance[m].mean()).item() for m in "QKV"}
+
+
+def k_composition_circuit(
+    W_E: Float[Tensor, "d_vocab d_model"],
+    W_Q: Float[Tensor, "d_model d_head"],
+    W_K: Float[Tensor, "d_model d_head"],
+    W_V_prev: Float[Tensor, "d_model d_head_prev"],
+    W_O_prev: Float[Tensor, "d_head_prev d_model"],
+) -> Float[Tensor, "d_vocab d_vocab"]:
+    """A late head's token-level QK circuit with its keys read through an early head's OV.
+
+    ``out[a, b] = W_E[a] (W_Q W_K^T) (W_V_prev W_O_prev)^T W_E[b]^T / sqrt(d_head)``: the score
+    the late head's query for token ``a`` gives the key written by the early head attending to
+    token ``b``. Materialises the two ``d_model x d_model`` circuits (the notebook does not).
+    """
+    qk = W_Q.double() @ W_K.double().T
+    ov = W_V_prev.double() @ W_O_prev.double()
+    embed = W_E.double()
+    return (embed @ qk @ ov.T @ embed.T / math.sqrt(W_Q.shape[-1])).float()
+
+
+def diagonal_argmax_fraction(circuit: Float[Tensor, "row col"], skip: int = 1) -> float:
+    """Fraction of rows ``i >= skip`` whose largest entry among columns ``>= skip`` is column
+    ``i`` (with ``skip=1``, a BOS token at index 0 is left out of both axes)."""
+    inner = circuit[skip:, skip:]
+    hits = sum(int(inner[i].argmax()) == i for i in range(inner.shape[0]))
+    return hits / inner.shape[0]
 
 
 def head_path_outputs(
