@@ -234,3 +234,71 @@ def test_shipped_model_path_expansion_facts():
     assert top == set(pattern0["current"].topk(2).indices.tolist())
     prev_head = int(pattern0["previous"].argmax())
     assert abs(without_first[prev_head]) < 0.03 and without_first[list(top)].min() > 0.05
+
+
+def test_k_composition_circuit_matches_factored_matrices():
+    """The reference against TransformerLens's own QK and OV circuits (FactoredMatrix)."""
+    model = _random_model()
+    with torch.no_grad():
+        got = ref.k_composition_circuit(model.W_E, model.W_Q[1, 2], model.W_K[1, 2],
+                                        model.W_V[0, 1], model.W_O[0, 1])
+        keys = model.W_E @ model.OV[0, 1] @ model.W_K[1, 2]  # FactoredMatrix @ tensor
+        expected = (model.W_E @ model.W_Q[1, 2]) @ keys.AB.T / math.sqrt(model.cfg.d_head)
+    assert got.shape == (64, 64)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_k_composition_circuit_of_a_shift_is_below_the_diagonal():
+    shift = torch.roll(torch.eye(4), shifts=1, dims=1)  # the early head writes e_(i+1) at e_i
+    got = ref.k_composition_circuit(torch.eye(4), torch.eye(4), torch.eye(4), torch.eye(4), shift)
+    # Token a's query matches the key of a source whose previous token is b = a - 1 (mod 4).
+    torch.testing.assert_close(got, 0.5 * torch.roll(torch.eye(4), shifts=1, dims=0))
+
+
+def test_diagonal_argmax_fraction_leaves_out_the_first_row_and_column():
+    circuit = torch.eye(5) * 3 - 1
+    circuit[2] = torch.tensor([9.0, 0.0, 1.0, 5.0, 0.0])  # peaks at column 3 (column 0 skipped)
+    circuit[4] = torch.tensor([9.0, 0.0, 0.0, 0.0, 2.0])  # peaks on the diagonal once BOS is out
+    assert ref.diagonal_argmax_fraction(circuit) == 0.75
+    assert ref.diagonal_argmax_fraction(circuit, skip=0) == 0.6
+
+
+def test_composition_over_chance_divides_by_the_random_mean():
+    model = _random_model()
+    with torch.no_grad():
+        weights = (model.W_Q, model.W_K, model.W_V, model.W_O)
+        ratios = ref.composition_over_chance(*weights, 0, 1, seed=5)
+        real = ref.composition_scores(*weights, 0, 1)
+        gen = torch.Generator().manual_seed(5)
+        chance = ref.composition_scores(*[torch.randn(w.shape, generator=gen) for w in weights],
+                                        0, 1)
+    for mode in "QKV":
+        assert ratios[mode] == pytest.approx((real[mode].max() / chance[mode].mean()).item())
+
+
+def test_shipped_model_token_level_k_composition_facts():
+    """Chapter 02, section 5: read token by token, K-composition through the previous-token
+    head puts (nearly) every row's peak on the diagonal; without it, none."""
+    model = _shipped()
+    half = 30
+    tokens = repeated_random_tokens(4, half, model.cfg.d_vocab, seed=0, bos_token=0)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+        order = ref.head_pattern_scores(cache["pattern", 0])["previous"].argsort(descending=True)
+        prev_head, second_prev = int(order[0]), int(order[1])
+        ratios = ref.composition_over_chance(model.W_Q, model.W_K, model.W_V, model.W_O, 0, 1)
+        fractions = {}
+        for early in range(model.cfg.n_heads):
+            for late in range(model.cfg.n_heads):
+                circuit = ref.k_composition_circuit(model.W_E, model.W_Q[1, late],
+                                                    model.W_K[1, late], model.W_V[0, early],
+                                                    model.W_O[0, early])
+                fractions[early, late] = ref.diagonal_argmax_fraction(circuit)
+        own = [ref.diagonal_argmax_fraction(model.W_E @ model.W_Q[1, h] @ model.W_K[1, h].T
+                                            @ model.W_E.T) for h in range(model.cfg.n_heads)]
+    assert max(ratios, key=ratios.get) == "K"
+    assert min(fractions[prev_head, late] for late in range(model.cfg.n_heads)) >= 0.9
+    assert min(fractions[second_prev, late] for late in range(model.cfg.n_heads)) >= 0.8
+    others = [h for h in range(model.cfg.n_heads) if h not in (prev_head, second_prev)]
+    assert max(fractions[h, late] for h in others for late in range(model.cfg.n_heads)) <= 0.3
+    assert max(own) <= 0.05
