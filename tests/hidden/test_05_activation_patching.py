@@ -372,6 +372,9 @@ def _path_mutant(group="1 if component == 'q' else n_heads // model.cfg.n_key_va
             .replace("FROZEN", frozen).replace("KV_HEAD", kv_head))
 
 
+# Later answers use the learner's `logit_diff` in the notebook; while graded they get this one.
+REFERENCES = {"logit_diff": ref.logit_diff}
+
 MUTANTS = {
     "make_ioi_tokens": {
         "no_leading_space": Mistake(

@@ -43,11 +43,18 @@ class SandboxValue:
         return f"SandboxValue({self.recipe!r}, {self.kwargs!r})"
 
 
-def encode(value: Any) -> tuple[dict | list | str | int | float | bool | None, bytes]:
-    """Encode ``value`` into a JSON-able tree plus one safetensors blob."""
+def encode(value: Any, by_reference: dict[int, tuple[str, dict]] | None = None
+           ) -> tuple[dict | list | str | int | float | bool | None, bytes]:
+    """Encode ``value`` into a JSON-able tree plus one safetensors blob. Objects listed in
+    ``by_reference`` (``id`` -> the recipe and arguments that built them) cross as that
+    recipe, like a :class:`SandboxValue`."""
     tensors: dict[str, torch.Tensor] = {}
+    by_reference = by_reference or {}
 
     def enc(v: Any) -> Any:
+        if id(v) in by_reference:
+            recipe, kwargs = by_reference[id(v)]
+            return {"__sandbox__": recipe, "kwargs": enc(kwargs)}
         if v is None or isinstance(v, (bool, str)):
             return v
         if isinstance(v, int):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from utils import notebooks, paths
+from utils.grading import trusted_calls
 from utils.grading.checks import CallFailed, OutOfTime, Submission, SubmissionError
 from utils.grading.diagnosis import Mistake, same_value
 from utils.grading.overlay import checks_for
@@ -137,8 +138,13 @@ class Grader:
                 f"{released_dir or paths.CHAPTERS_DIR}; its setup cell is what answers run "
                 "after (pass --released DIR)")
         # Modules that compute this chapter's answers are not even on the sandbox's disk.
+        # Functions of earlier exercises a later answer may call run on the trusted side.
+        references = dict(getattr(self.module, "REFERENCES", {}))
+        exercises = [check.exercise for check in self.checks]
         self.sandbox = Sandbox(setup, require_isolation=require_isolation,
-                               hidden_modules=list(getattr(self.module, "ANSWER_KEYS", [])))
+                               hidden_modules=list(getattr(self.module, "ANSWER_KEYS", [])),
+                               trusted_helpers=lambda function: trusted_calls.available(
+                                   references, exercises, function))
         self.started = False
         self._mistake_outputs: dict[tuple[str, str], tuple[bool, object]] = {}
 
