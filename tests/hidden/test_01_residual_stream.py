@@ -21,6 +21,7 @@ from utils.grading.checks import (
     warm_up_loading,
 )
 from utils.grading.diagnosis import Mistake
+from utils.ioi import make_ioi_dataset
 from utils.reference import residual_stream as ref
 
 SMOL_LAYERS = 30
@@ -31,10 +32,15 @@ IOI_CHECK_PROMPT = "When Alice and Bob arrived at the party, Bob handed a gift t
 COMPONENT_PROMPT = IOI_CHECK_PROMPT
 LENS_PROMPT = "Paris is the capital of"
 IOI_CHECK_ANSWER, IOI_CHECK_WRONG = " Alice", " Bob"
+# The chapter's held-out IOI prompts (its setup cell's HELD_OUT_IOI): the investigations of
+# sections 3 and 4 ask about exactly these prompts.
+HELD_OUT_IOI = {"n_prompts": 16, "seed": 2}
+# An investigation's answer may compute its finding (loading a model in the sandbox).
+INVESTIGATION_CALL = {"timeout": 120.0, "memory_mb": 3000}
 
 
 _model = functools.partial(reference_model, "smollm2")
-warm_up = warm_up_loading("smollm2")
+warm_up = warm_up_loading("smollm2", "attn_only_2l")
 
 
 @functools.cache
@@ -105,22 +111,40 @@ def test_residual_components(submission):
 
 
 # ------------------------------------------------------------------------------ section 3
+def _unembedding_sample(seed: int, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few columns of SmolLM2's W_U and a bias that is far from zero (SmolLM2's b_U is zero,
+    so only a non-zero bias shows whether an answer adds it)."""
+    g = _generator(seed)
+    columns = torch.randperm(_model().cfg.d_vocab, generator=g)[:n_columns]
+    with torch.no_grad():
+        W_U = _model().W_U[:, columns].clone()
+    return W_U, 2.0 * torch.randn(n_columns, generator=g)
+
+
 @points(2)
 def test_logit_lens(submission):
     logit_lens = submission.function("logit_lens")
     tokens = _tokens(LENS_PROMPT)
-    with torch.no_grad():
-        expected = ref.logit_lens(_model(), _cache(LENS_PROMPT))
-    got = expect_tensor(logit_lens(sandbox_model("smollm2"), sandbox_cache("smollm2", tokens)),
+    W_U, b_U = _unembedding_sample(505, 400)
+    eps = float(_model().cfg.eps)
+    expected = ref.logit_lens(_cache(LENS_PROMPT), SMOL_LAYERS, W_U, b_U, eps)
+    got = expect_tensor(logit_lens(sandbox_cache("smollm2", tokens), SMOL_LAYERS, W_U, b_U, eps),
                         "logit_lens", "layer_plus_1 batch pos d_vocab", tuple(expected.shape))
-    inputs = f"SmolLM2 and its cache of {LENS_PROMPT!r}"
+    inputs = (f"SmolLM2's cache of {LENS_PROMPT!r}, 400 columns of W_U and a bias b_U with "
+              "entries of size ~2 (not zero)")
     assert_close(got[-1], expected[-1], "logit_lens", atol=5e-3, rtol=1e-3,
-                 what="final entry (it should equal the model's logits)",
+                 what="final entry (the model's logits for these columns, plus b_U)",
                  dims="batch pos d_vocab", inputs=inputs)
     for layer in range(expected.shape[0] - 1):
         assert_close(got[layer], expected[layer], f"logit_lens, entry {layer}", atol=5e-3,
                      rtol=1e-3, what=f"logits decoded from blocks.{layer}.hook_resid_pre",
                      dims="batch pos d_vocab", inputs=inputs)
+    few = expect_tensor(logit_lens(sandbox_cache("smollm2", tokens), 3, W_U, b_U, eps),
+                        "logit_lens(..., n_layers=3)", "layer_plus_1 batch pos d_vocab",
+                        (4, *expected.shape[1:]))
+    assert_close(few, expected[:4], "logit_lens(..., n_layers=3)", atol=5e-3, rtol=1e-3,
+                 what="entries (the last one decodes the stream leaving layer 2)",
+                 dims="layer_plus_1 batch pos d_vocab", inputs=inputs + ", n_layers=3")
 
 
 @points(1)
@@ -144,22 +168,30 @@ def test_logit_lens_agreement(submission):
 def test_logit_diff_attribution(submission):
     logit_diff_attribution = submission.function("logit_diff_attribution")
     tokens = _tokens(IOI_CHECK_PROMPT)
-    answer, wrong = _token(IOI_CHECK_ANSWER), _token(IOI_CHECK_WRONG)
-    expected = ref.logit_diff_attribution(_model(), _cache(IOI_CHECK_PROMPT), answer, wrong)
-    got = logit_diff_attribution(sandbox_model("smollm2"), sandbox_cache("smollm2", tokens),
+    # Eight columns of W_U: the two names (at columns 5 and 2) among six others, and a bias
+    # that is not zero, so that b_U[answer] - b_U[wrong] matters.
+    W_U, b_U = _unembedding_sample(606, 8)
+    with torch.no_grad():
+        W_U[:, 5], W_U[:, 2] = _model().W_U[:, _token(IOI_CHECK_ANSWER)], \
+            _model().W_U[:, _token(IOI_CHECK_WRONG)]
+    answer, wrong = 5, 2
+    expected = ref.logit_diff_attribution(_cache(IOI_CHECK_PROMPT), SMOL_LAYERS, W_U, b_U,
+                                          answer, wrong)
+    inputs = f"SmolLM2's cache of {IOI_CHECK_PROMPT!r}; an 8-column W_U whose columns 5 and 2 " \
+        f"are {IOI_CHECK_ANSWER!r} and {IOI_CHECK_WRONG!r}, answer=5, wrong=2, and a bias " \
+        f"with b_U[5] - b_U[2] = {float(b_U[5] - b_U[2]):.3f}"
+    got = logit_diff_attribution(sandbox_cache("smollm2", tokens), SMOL_LAYERS, W_U, b_U,
                                  answer, wrong)
-    got = expect_tensor(got, "logit_diff_attribution", "component", tuple(expected.shape))
-    inputs = f"SmolLM2's cache of {IOI_CHECK_PROMPT!r}, answer {IOI_CHECK_ANSWER!r}, " \
-        f"wrong {IOI_CHECK_WRONG!r}"
+    got = expect_tensor(got, "logit_diff_attribution", "component_plus_1", tuple(expected.shape))
     assert_close(got, expected, "logit_diff_attribution", atol=2e-3, rtol=1e-3,
-                 what="attributions (embed, attn 0, mlp 0, ...)", dims="component",
-                 inputs=inputs)
+                 what="attributions (embed, attn 0, mlp 0, ..., then b_U[answer] - b_U[wrong])",
+                 dims="component_plus_1", inputs=inputs)
     # Swapping the two answers flips every sign.
     flipped = expect_tensor(logit_diff_attribution(
-        sandbox_model("smollm2"), sandbox_cache("smollm2", tokens), wrong, answer),
-        "logit_diff_attribution", "component", tuple(expected.shape))
+        sandbox_cache("smollm2", tokens), SMOL_LAYERS, W_U, b_U, wrong, answer),
+        "logit_diff_attribution", "component_plus_1", tuple(expected.shape))
     assert_close(flipped, -expected, "logit_diff_attribution (answers swapped)", atol=2e-3,
-                 rtol=1e-3, dims="component", inputs=inputs)
+                 rtol=1e-3, dims="component_plus_1", inputs=inputs)
 
 
 @points(2)
@@ -220,6 +252,116 @@ def test_key_read_shares(submission):
                  "all-ones, one constant) over 3 sequences of 7 positions, d_model=16, d_head=6")
 
 
+# ------------------------------------------------------------------------------ investigations
+# Each truth is computed here from the model (never a fixed number), once per grading process.
+@functools.cache
+def _held_out() -> tuple:
+    """The chapter's held-out IOI prompts and one cache of them (residuals, z, final scale)."""
+    data = make_ioi_dataset(_model(), **HELD_OUT_IOI)
+    with torch.no_grad():
+        _, cache = _model().run_with_cache(data.clean_tokens, names_filter=lambda name: (
+            "resid" in name or name.endswith("hook_z") or name == "ln_final.hook_scale"))
+    return data, cache
+
+
+@functools.cache
+def _lens_diffs() -> torch.Tensor:
+    data, cache = _held_out()
+    return ref.lens_logit_diffs(_model(), cache, data.answer_tokens)  # [stream, prompt]
+
+
+@functools.cache
+def _held_out_dla() -> torch.Tensor:
+    data, cache = _held_out()
+    return ref.per_prompt_head_dla(_model(), cache, data.answer_tokens)  # [prompt, layer, head]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@points(2)
+def test_largest_bos_writer(submission):
+    got = submission.function("largest_bos_writer", **INVESTIGATION_CALL)()
+    labels = ref.component_labels(SMOL_LAYERS)
+    if got not in labels:
+        raise AssertionError(f"largest_bos_writer returned {got!r}: return one of the chart's "
+                             "labels, 'embed', 'attn{L}' or 'mlp{L}' with L from 0 to 29")
+    expected = ref.largest_bos_writer(_model())
+    if got != expected:
+        tokens = _tokens(COMPONENT_PROMPT)
+        norms = ref.residual_components(_cache(COMPONENT_PROMPT), SMOL_LAYERS)[:, 0].norm(dim=-1)
+        mine, best = norms[labels.index(got)], norms[labels.index(expected)]
+        raise AssertionError(
+            f"largest_bos_writer returned {got!r}, whose write at position 0 (BOS) has norm "
+            f"{mine[0]:,.0f}; another component writes {best[0] / mine[0]:.1f} times more there. "
+            f"(Your component's mean write over the other positions is {mine[1:].mean():,.0f}: "
+            "make sure you measure position 0 only.) Measured on "
+            f"{tokens.shape[1]} tokens of {COMPONENT_PROMPT!r}; position 0 is the same for "
+            "every prompt.")
+
+
+@points(2)
+def test_lens_prefers_answer_layer(submission):
+    got = submission.function("lens_prefers_answer_layer", **INVESTIGATION_CALL)()
+    if not _is_int(got) or not 0 <= got <= SMOL_LAYERS:
+        raise AssertionError(f"lens_prefers_answer_layer returned {got!r}: return a stream "
+                             f"index, an int from 0 to {SMOL_LAYERS}")
+    means = _lens_diffs().mean(dim=1)
+    expected = ref.lens_prefers_answer_layer(_lens_diffs())
+    if got != expected:
+        later_negative = [L for L in range(got, SMOL_LAYERS + 1) if means[L] <= 0]
+        if later_negative:
+            why = (f"the mean logit(IO) - logit(S) is not positive at {len(later_negative)} "
+                   f"stream(s) from {got} on (e.g. stream {later_negative[-1]}: "
+                   f"{means[later_negative[-1]]:+.2f}): the mean must stay positive from your "
+                   "stream to the final one")
+        else:
+            why = (f"the mean is positive from stream {got} on, but also at stream {got - 1} "
+                   f"({means[got - 1]:+.2f}): return the smallest such stream. Is your stream "
+                   "L the one *entering* layer L (resid_pre), with 30 the final stream?")
+        raise AssertionError(f"lens_prefers_answer_layer returned {got}: {why}. Measured on "
+                             f"make_ioi_dataset(model, **{HELD_OUT_IOI}), last position.")
+
+
+@points(2)
+def test_top_dla_head(submission):
+    got = submission.function("top_dla_head", **INVESTIGATION_CALL)()
+    n_heads = _model().cfg.n_heads
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(_is_int(x) for x in got)
+            and 0 <= got[0] < SMOL_LAYERS and 0 <= got[1] < n_heads):
+        raise AssertionError(f"top_dla_head returned {got!r}: return (layer, head), two ints "
+                             f"with layer in 0..{SMOL_LAYERS - 1} and head in 0..{n_heads - 1}")
+    mean = _held_out_dla().mean(dim=0)
+    expected = ref.top_dla_head(_held_out_dla())
+    if tuple(got) != expected:
+        mine = mean[got[0], got[1]]
+        larger = int((mean > mine).sum())
+        raise AssertionError(
+            f"top_dla_head returned {tuple(got)}: its mean direct logit attribution over the "
+            f"16 held-out prompts is {mine:+.2f}, and {larger} head(s) have a larger mean "
+            "(signs included). Average each head over the prompts first, then take the "
+            "largest; check how you turn a flat index back into (layer, head).")
+
+
+@points(2)
+def test_positional_directions(submission):
+    got = submission.function("positional_directions", **INVESTIGATION_CALL)()
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(_is_int(x) for x in got)):
+        raise AssertionError(f"positional_directions returned {got!r}: return (k80, k95), "
+                             "two ints")
+    W_pos = reference_model("attn_only_2l").W_pos.detach()
+    expected = ref.positional_directions(W_pos)
+    if tuple(got) != expected:
+        ratio = ref.explained_variance_ratio(W_pos).double().cumsum(0)
+        held = [f"the top {k} hold {ratio[k - 1]:.1%}" if 1 <= k <= len(ratio) else
+                f"{k} is not a number of directions" for k in got]
+        raise AssertionError(
+            f"positional_directions returned {tuple(got)}: of the variance of the toy model's "
+            f"W_pos around its mean, {held[0]} and {held[1]}. Each number should be the "
+            "smallest k whose top k directions reach 80% (resp. 95%).")
+
+
 # ------------------------------------------------------------------------------ mutants
 MUTANTS = {
     "per_token_loss": {
@@ -276,35 +418,51 @@ MUTANTS = {
         "no_final_norm": Mistake(
             "you decoded the streams without the final RMSNorm: divide each stream by its "
             "root-mean-square over d_model before multiplying by W_U",
-            '''def logit_lens(model, cache):
-    n = model.cfg.n_layers
-    x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
-    return x @ model.W_U + model.b_U'''),
+            '''def logit_lens(cache, n_layers, W_U, b_U, eps):
+    x = t.stack([cache["resid_pre", L] for L in range(n_layers)]
+                + [cache["resid_post", n_layers - 1]])
+    return x @ W_U + b_U''', hint=1),
+        "drops_unembed_bias": Mistake(
+            "you left out the unembedding bias: decoding is RMSNorm, then @ W_U, then + b_U. "
+            "SmolLM2's b_U happens to be zero, so the notebook's lens looks right without it, "
+            "but the function must add the b_U it is given",
+            '''def logit_lens(cache, n_layers, W_U, b_U, eps):
+    x = t.stack([cache["resid_pre", L] for L in range(n_layers)]
+                + [cache["resid_post", n_layers - 1]])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return x @ W_U''', hint=3),
         "final_scale_for_every_layer": Mistake(
             "you divided every layer's stream by the final norm's cached scale, which belongs to "
             "the last stream only: compute each stream's own root-mean-square over d_model",
-            '''def logit_lens(model, cache):
-    n = model.cfg.n_layers
-    x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
-    return x / cache["ln_final.hook_scale"] @ model.W_U + model.b_U''', hint=2),
+            '''def logit_lens(cache, n_layers, W_U, b_U, eps):
+    x = t.stack([cache["resid_pre", L] for L in range(n_layers)]
+                + [cache["resid_post", n_layers - 1]])
+    return x / cache["ln_final.hook_scale"] @ W_U + b_U''', hint=1),
         "resid_post_wrong_layer": Mistake(
             "you decoded each layer's output (resid_post) instead of its input: entry L decodes "
             "blocks.L.hook_resid_pre, so entry 0 is the bare embedding and only the last entry "
             "is a resid_post",
-            '''def logit_lens(model, cache):
-    n = model.cfg.n_layers
-    x = t.stack([cache["resid_post", L] for L in range(n)] + [cache["resid_post", n - 1]])
-    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
-    return x @ model.W_U + model.b_U''', hint=1),
+            '''def logit_lens(cache, n_layers, W_U, b_U, eps):
+    x = t.stack([cache["resid_post", L] for L in range(n_layers)]
+                + [cache["resid_post", n_layers - 1]])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return x @ W_U + b_U''', hint=2),
         "layernorm_not_rmsnorm": Mistake(
             "you subtracted the mean over d_model as a LayerNorm would: SmolLM2's final norm is "
             "an RMSNorm, which only divides by the root-mean-square",
-            '''def logit_lens(model, cache):
-    n = model.cfg.n_layers
-    x = t.stack([cache["resid_pre", L] for L in range(n)] + [cache["resid_post", n - 1]])
+            '''def logit_lens(cache, n_layers, W_U, b_U, eps):
+    x = t.stack([cache["resid_pre", L] for L in range(n_layers)]
+                + [cache["resid_post", n_layers - 1]])
     x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
-    return x @ model.W_U + model.b_U'''),
+    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return x @ W_U + b_U'''),
+        "ignores_n_layers": Mistake(
+            "you decoded all 30 layers whatever n_layers says: with n_layers=3 the lens has 4 "
+            "entries, the inputs of layers 0-2 and the output of layer 2",
+            '''def logit_lens(cache, n_layers, W_U, b_U, eps):
+    x = t.stack([cache["resid_pre", L] for L in range(30)] + [cache["resid_post", 29]])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return x @ W_U + b_U''', hint=2),
     },
     "logit_lens_agreement": {
         "compares_with_first_layer": Mistake(
@@ -329,42 +487,64 @@ MUTANTS = {
     },
     "logit_diff_attribution": {
         "forgets_final_norm_scale": Mistake(
-            "you left out the final norm: divide every component by ln_final.hook_scale at the "
-            "last position before projecting onto the answer direction",
-            '''def logit_diff_attribution(model, cache, answer, wrong):
+            "you left out the final norm: divide every component by ln_final.hook_scale at "
+            "the last position before projecting onto the answer direction",
+            '''def logit_diff_attribution(cache, n_layers, W_U, b_U, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
-    for L in range(model.cfg.n_layers):
+    for L in range(n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
-    return t.stack(parts) @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=2),
+    direct = t.stack(parts) @ (W_U[:, answer] - W_U[:, wrong])
+    return t.cat([direct, (b_U[answer] - b_U[wrong]).reshape(1)])''', hint=2),
         "normalises_each_component": Mistake(
-            "you normalised each component by its own root-mean-square: the final norm divides "
-            "the whole stream, so every component shares one divisor, the cached "
+            "you normalised each component by its own root-mean-square: the final norm "
+            "divides the whole stream, so every component shares one divisor, the cached "
             "ln_final.hook_scale at the last position",
-            '''def logit_diff_attribution(model, cache, answer, wrong):
+            '''def logit_diff_attribution(cache, n_layers, W_U, b_U, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
-    for L in range(model.cfg.n_layers):
+    for L in range(n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
     x = t.stack(parts)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
-    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=2),
+    x = x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+    direct = x @ (W_U[:, answer] - W_U[:, wrong])
+    return t.cat([direct, (b_U[answer] - b_U[wrong]).reshape(1)])''', hint=1),
         "scale_from_first_position": Mistake(
-            "you took the final norm's scale at the first position: the logits are read at the "
-            "last position, so divide by the scale there",
-            '''def logit_diff_attribution(model, cache, answer, wrong):
+            "you took the final norm's scale at the first position: the logits are read at "
+            "the last position, so divide by the scale there",
+            '''def logit_diff_attribution(cache, n_layers, W_U, b_U, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
-    for L in range(model.cfg.n_layers):
+    for L in range(n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
-    x = t.stack(parts) / cache["ln_final.hook_scale"][0, 0]
-    return x @ (model.W_U[:, answer] - model.W_U[:, wrong])''', hint=2),
+    direct = t.stack(parts) / cache["ln_final.hook_scale"][0, 0] @ (W_U[:, answer] - W_U[:, wrong])
+    return t.cat([direct, (b_U[answer] - b_U[wrong]).reshape(1)])''', hint=2),
         "answer_logit_only": Mistake(
-            "you attributed the answer's logit alone: project onto the difference W_U[:, answer] "
-            "- W_U[:, wrong], so that the wrong answer's logit is subtracted",
-            '''def logit_diff_attribution(model, cache, answer, wrong):
+            "you attributed the answer's logit alone: project onto the difference W_U[:, "
+            "answer] - W_U[:, wrong], so that the wrong answer's logit is subtracted",
+            '''def logit_diff_attribution(cache, n_layers, W_U, b_U, answer, wrong):
     parts = [cache["hook_embed"][0, -1]]
-    for L in range(model.cfg.n_layers):
+    for L in range(n_layers):
         parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
-    x = t.stack(parts) / cache["ln_final.hook_scale"][0, -1]
-    return x @ model.W_U[:, answer]''', hint=2),
+    direct = t.stack(parts) / cache["ln_final.hook_scale"][0, -1] @ W_U[:, answer]
+    return t.cat([direct, b_U[answer].reshape(1)])''', hint=2),
+        "drops_bias_difference": Mistake(
+            "your last entry leaves out the bias: it is b_U[answer] - b_U[wrong], the term "
+            "of the logit difference that no component writes (zero for SmolLM2, not in "
+            "general), so that the entries add up to the logit difference",
+            '''def logit_diff_attribution(cache, n_layers, W_U, b_U, answer, wrong):
+    parts = [cache["hook_embed"][0, -1]]
+    for L in range(n_layers):
+        parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
+    direct = t.stack(parts) / cache["ln_final.hook_scale"][0, -1] @ (W_U[:, answer] - W_U[:, wrong])
+    return t.cat([direct, t.zeros(1)])''', hint=1),
+        "bias_divided_by_scale": Mistake(
+            "you divided the bias difference by the final norm's scale too: b_U is added "
+            "after the norm, so the last entry is b_U[answer] - b_U[wrong] as it is",
+            '''def logit_diff_attribution(cache, n_layers, W_U, b_U, answer, wrong):
+    parts = [cache["hook_embed"][0, -1]]
+    for L in range(n_layers):
+        parts += [cache["attn_out", L][0, -1], cache["mlp_out", L][0, -1]]
+    scale = cache["ln_final.hook_scale"][0, -1]
+    direct = t.stack(parts) / scale @ (W_U[:, answer] - W_U[:, wrong])
+    return t.cat([direct, (b_U[answer] - b_U[wrong]).reshape(1) / scale])''', hint=1),
     },
     "head_logit_attribution": {
         "forgets_final_norm_scale": Mistake(
@@ -453,5 +633,154 @@ MUTANTS = {
     k = einops.einsum(x, W, "c b p m, m h -> c b p h")
     total = k.sum(0)
     return (k * total).sum(dim=(1, 2, 3)) / total.pow(2).sum()''', hint=1),
+    },
+    "largest_bos_writer": {
+        "averaged_over_other_positions": Mistake(
+            "you found the largest writer at the ordinary positions (averaged over positions "
+            "1 onwards, as in the bar chart): the question is about position 0, the BOS token, "
+            "alone",
+            '''def largest_bos_writer():
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    n = model.cfg.n_layers
+    _, cache = model.run_with_cache(model.to_tokens("The cat sat on the mat and looked out."))
+    writes = [cache["hook_embed"][0]] + [cache[f"{k}_out", L][0] for L in range(n)
+                                         for k in ("attn", "mlp")]
+    names = ["embed"] + [f"{k}{L}" for L in range(n) for k in ("attn", "mlp")]
+    return names[int(t.stack(writes)[:, 1:].norm(dim=-1).mean(dim=1).argmax())]''', hint=1),
+        "labels_without_embed": Mistake(
+            "you named the component with a list of labels that lacks 'embed', so every label "
+            "is shifted by one: component 0 is the embedding, then attn0, mlp0, attn1, ...",
+            '''def largest_bos_writer():
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    n = model.cfg.n_layers
+    _, cache = model.run_with_cache(model.to_tokens("Hello"))
+    writes = [cache["hook_embed"][0, 0]] + [cache[f"{k}_out", L][0, 0] for L in range(n)
+                                            for k in ("attn", "mlp")]
+    names = [f"{k}{L}" for L in range(n) for k in ("attn", "mlp")] + ["embed"]
+    return names[int(t.stack(writes).norm(dim=-1).argmax())]''', hint=2),
+    },
+    "lens_prefers_answer_layer": {
+        "first_positive_stream": Mistake(
+            "you returned the first stream where the mean difference is positive: on these "
+            "prompts it is positive near the bottom of the model and then negative again for "
+            "many layers. The finding is the stream from which it *stays* positive",
+            '''def lens_prefers_answer_layer():
+    from utils.ioi import make_ioi_dataset
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    data = make_ioi_dataset(model, n_prompts=16, seed=2)
+    n = model.cfg.n_layers
+    _, cache = model.run_with_cache(data.clean_tokens)
+    x = t.stack([cache["resid_pre", L][:, -1] for L in range(n)] + [cache["resid_post", n - 1][:, -1]])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
+    diffs = einops.einsum(x, model.W_U[:, io] - model.W_U[:, s], "l b d, d b -> l b")
+    return int((diffs.mean(1) > 0).float().argmax())''', hint=1),
+        "decodes_layer_outputs": Mistake(
+            "you numbered the streams by the layer that wrote them (resid_post of layer L as "
+            "stream L): stream L is the one *entering* layer L, so your answer is one too low",
+            '''def lens_prefers_answer_layer():
+    from utils.ioi import make_ioi_dataset
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    data = make_ioi_dataset(model, n_prompts=16, seed=2)
+    n = model.cfg.n_layers
+    _, cache = model.run_with_cache(data.clean_tokens)
+    x = t.stack([cache["resid_post", L][:, -1] for L in range(n)])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
+    positive = (einops.einsum(x, model.W_U[:, io] - model.W_U[:, s], "l b d, d b -> l b")
+                .mean(1) > 0).tolist() + [True]
+    return next(L for L in range(n + 1) if all(positive[L:]))''', hint=2),
+        "answer_ranked_top": Mistake(
+            "you looked for the stream from which the lens ranks the right name *top*: the "
+            "question is when the lens prefers it to the repeated name, logit(IO) - logit(S) > 0 "
+            "on average, which happens much earlier",
+            '''def lens_prefers_answer_layer():
+    from utils.ioi import make_ioi_dataset
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    data = make_ioi_dataset(model, n_prompts=16, seed=2)
+    n = model.cfg.n_layers
+    _, cache = model.run_with_cache(data.clean_tokens)
+    x = t.stack([cache["resid_pre", L][:, -1] for L in range(n)] + [cache["resid_post", n - 1][:, -1]])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    top = (x @ model.W_U).argmax(-1) == data.answer_tokens[:, 0]
+    majority = (top.float().mean(1) > 0.5).tolist()
+    return next(L for L in range(n + 1) if all(majority[L:]))''', hint=1),
+    },
+    "top_dla_head": {
+        "most_negative_head": Mistake(
+            "you returned the head with the most negative mean: the largest attribution, signs "
+            "included, is the head that pushes logit(IO) - logit(S) up the most",
+            '''def top_dla_head():
+    from utils.ioi import make_ioi_dataset
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    data = make_ioi_dataset(model, n_prompts=16, seed=2)
+    _, cache = model.run_with_cache(data.clean_tokens)
+    z = t.stack([cache["z", L][:, -1] for L in range(model.cfg.n_layers)], dim=1)
+    w = einops.einsum(z, model.W_O, "b l h d, l h d m -> b l h m")
+    w = w / cache["ln_final.hook_scale"][:, -1].reshape(-1, 1, 1, 1)
+    io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
+    dla = einops.einsum(w, model.W_U[:, io] - model.W_U[:, s], "b l h m, m b -> b l h")
+    return divmod(int(dla.mean(0).argmin()), model.cfg.n_heads)''', hint=1),
+        "flat_index_unravelled_by_layers": Mistake(
+            "you turned the flat index of the [layer, head] map back into (layer, head) with the "
+            "number of layers: index = layer * n_heads + head, so divide by n_heads (9)",
+            '''def top_dla_head():
+    from utils.ioi import make_ioi_dataset
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    data = make_ioi_dataset(model, n_prompts=16, seed=2)
+    _, cache = model.run_with_cache(data.clean_tokens)
+    z = t.stack([cache["z", L][:, -1] for L in range(model.cfg.n_layers)], dim=1)
+    w = einops.einsum(z, model.W_O, "b l h d, l h d m -> b l h m")
+    w = w / cache["ln_final.hook_scale"][:, -1].reshape(-1, 1, 1, 1)
+    io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
+    dla = einops.einsum(w, model.W_U[:, io] - model.W_U[:, s], "b l h m, m b -> b l h")
+    return divmod(int(dla.mean(0).argmax()), model.cfg.n_layers)''', hint=3),
+    },
+    "positional_directions": {
+        "not_centred": Mistake(
+            "you did not centre W_pos: PCA measures variance around the mean positional vector, "
+            "so subtract it first (your explained_variance_ratio should already do this)",
+            '''def positional_directions():
+    from utils.toy_models import load_toy_model
+
+    W = load_toy_model("attn_only_2l").W_pos.detach()
+    s = t.linalg.svdvals(W).pow(2)
+    c = (s / s.sum()).cumsum(0)
+    return int((c < 0.8).sum()) + 1, int((c < 0.95).sum()) + 1''', hint=1),
+        "one_direction_short": Mistake(
+            "you counted the directions *before* the fraction is reached: the answer is the "
+            "smallest k whose top k directions hold at least 80% (95%), one more than the "
+            "number of running totals below it",
+            '''def positional_directions():
+    from utils.toy_models import load_toy_model
+
+    W = load_toy_model("attn_only_2l").W_pos.detach()
+    s = t.linalg.svdvals(W - W.mean(0)).pow(2)
+    c = (s / s.sum()).cumsum(0)
+    return int((c < 0.8).sum()), int((c < 0.95).sum())''', hint=3),
+        "token_embedding": Mistake(
+            "you measured the token embedding W_E: the question is about the positional "
+            "embedding, W_pos (one row per position)",
+            '''def positional_directions():
+    from utils.toy_models import load_toy_model
+
+    W = load_toy_model("attn_only_2l").W_E.detach()
+    s = t.linalg.svdvals(W - W.mean(0)).pow(2)
+    c = (s / s.sum()).cumsum(0)
+    return int((c < 0.8).sum()) + 1, int((c < 0.95).sum()) + 1''', hint=2),
     },
 }

@@ -20,7 +20,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 __all__ = [
+    "component_labels",
+    "directions_holding",
     "explained_variance_ratio",
+    "largest_bos_writer",
+    "lens_logit_diffs",
+    "lens_prefers_answer_layer",
+    "per_prompt_head_dla",
+    "positional_directions",
+    "top_dla_head",
     "head_logit_attribution",
     "key_read_shares",
     "logit_diff_attribution",
@@ -55,13 +63,15 @@ def residual_components(cache: Any, n_layers: int) -> Float[Tensor, "component b
     return torch.stack(pieces)
 
 
-def logit_lens(model: Any, cache: Any) -> Float[Tensor, "layer_plus_1 batch pos d_vocab"]:
-    """Each layer's input residual (and the final output) through the model's own final norm
-    module and unembedding. Entry ``L < n_layers`` decodes ``blocks.{L}.hook_resid_pre``; the
-    last entry decodes the final residual and equals the model's logits."""
-    stack = cache.accumulated_resid(apply_ln=False)
-    with torch.no_grad():
-        return model.unembed(model.ln_final(stack))
+def logit_lens(cache: Any, n_layers: int, W_U: Float[Tensor, "d_model d_vocab"],
+               b_U: Float[Tensor, " d_vocab"], eps: float
+               ) -> Float[Tensor, "layer_plus_1 batch pos d_vocab"]:
+    """Each layer's input residual (and the final output) through a weightless RMSNorm and the
+    given unembedding. Entry ``L < n_layers`` decodes ``blocks.{L}.hook_resid_pre``; the last
+    entry decodes ``blocks.{n_layers - 1}.hook_resid_post``."""
+    stack = cache.accumulated_resid(apply_ln=False)[: n_layers + 1].double()
+    x = F.rms_norm(stack, (stack.shape[-1],), eps=eps)
+    return F.linear(x, W_U.double().T, b_U.double()).float()
 
 
 def logit_lens_agreement(
@@ -80,14 +90,18 @@ def _logit_direction(model: Any, answer: int, wrong: int) -> Float[Tensor, " d_m
     return model.W_U[:, answer] - model.W_U[:, wrong]
 
 
-def logit_diff_attribution(model: Any, cache: Any, answer: int, wrong: int
+def logit_diff_attribution(cache: Any, n_layers: int, W_U: Float[Tensor, "d_model d_vocab"],
+                           b_U: Float[Tensor, " d_vocab"], answer: int, wrong: int
                            ) -> Float[Tensor, " component"]:
     """Direct logit attribution of ``logit[answer] - logit[wrong]`` at the last position of a
-    one-prompt cache, per component ``[embed, attn_0, mlp_0, ...]`` (TL's own route)."""
-    stack = cache.decompose_resid(layer=None, mode="all", incl_embeds=True)
+    one-prompt cache, per component ``[embed, attn_0, mlp_0, ..., b_U]`` (TL's own route); the
+    last entry is ``b_U[answer] - b_U[wrong]``, so the entries sum to the logit difference."""
+    stack = cache.decompose_resid(layer=None, mode="all", incl_embeds=True)[: 1 + 2 * n_layers]
     stack = cache.apply_ln_to_stack(stack, layer=None)  # divides by the cached final scale
     with torch.no_grad():
-        return stack[:, 0, -1] @ _logit_direction(model, answer, wrong)
+        direct = stack[:, 0, -1].double() @ (W_U[:, answer] - W_U[:, wrong]).double()
+    bias = (b_U[answer] - b_U[wrong]).double().reshape(1)
+    return torch.cat([direct, bias]).float()
 
 
 def head_logit_attribution(model: Any, cache: Any, answer: int, wrong: int
@@ -131,3 +145,74 @@ def key_read_shares(
     total = flat.sum(dim=0)
     cov = (flat * total).sum(dim=(1, 2))
     return (cov / (total * total).sum()).float()
+
+
+# ------------------------------------------------------------------ investigations' truths
+def component_labels(n_layers: int) -> list[str]:
+    """``["embed", "attn0", "mlp0", "attn1", ...]``, the order of ``residual_components``."""
+    return ["embed"] + [f"{kind}{layer}" for layer in range(n_layers) for kind in ("attn", "mlp")]
+
+
+def largest_bos_writer(model: Any) -> str:
+    """The label of the component whose write at position 0 (BOS) has the largest norm.
+
+    Position 0 attends only to itself, so its stream is the same for every prompt."""
+    tokens = model.to_tokens("Hello")
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: "resid" in n)
+    parts = residual_components(cache, model.cfg.n_layers)[:, 0, 0]  # [component, d_model]
+    return component_labels(model.cfg.n_layers)[int(parts.norm(dim=-1).argmax())]
+
+
+def lens_logit_diffs(model: Any, cache: Any, answers: Int[Tensor, "batch 2"]
+                     ) -> Float[Tensor, "layer_plus_1 batch"]:
+    """Through the logit lens, ``logit[answers[:, 0]] - logit[answers[:, 1]]`` at the last
+    position, for every stream (before each layer, then the final one). ``cache`` needs every
+    residual snapshot."""
+    with torch.no_grad():
+        stack = cache.accumulated_resid(apply_ln=False)[:, :, -1].double()  # [layer, batch, d]
+        x = F.rms_norm(stack, (stack.shape[-1],), eps=model.cfg.eps)
+        directions = (model.W_U[:, answers[:, 0]] - model.W_U[:, answers[:, 1]]).double()
+        bias = (model.b_U[answers[:, 0]] - model.b_U[answers[:, 1]]).double()
+        return (torch.einsum("lbd,db->lb", x, directions) + bias).float()
+
+
+def lens_prefers_answer_layer(diffs: Float[Tensor, "layer_plus_1 batch"]) -> int:
+    """The smallest ``L`` from which on the mean (over prompts) lens logit difference is > 0."""
+    positive = (diffs.mean(dim=1) > 0).tolist()
+    layer = len(positive)
+    while layer > 0 and positive[layer - 1]:
+        layer -= 1
+    return layer
+
+
+def per_prompt_head_dla(model: Any, cache: Any, answers: Int[Tensor, "batch 2"]
+                        ) -> Float[Tensor, "batch layer head_index"]:
+    """Every head's direct logit attribution of ``logit[answers[:, 0]] - logit[answers[:, 1]]``
+    at the last position, prompt by prompt (TL's ``stack_head_results`` route). ``cache``
+    needs every ``hook_z`` and ``ln_final.hook_scale``."""
+    with torch.no_grad():
+        stack = cache.stack_head_results(layer=-1, pos_slice=-1)  # [layer*head, batch, d]
+        stack = cache.apply_ln_to_stack(stack, layer=None, pos_slice=-1)
+        directions = model.W_U[:, answers[:, 0]] - model.W_U[:, answers[:, 1]]  # [d, batch]
+        values = torch.einsum("kbd,db->bk", stack, directions)
+    return values.reshape(answers.shape[0], model.cfg.n_layers, model.cfg.n_heads)
+
+
+def top_dla_head(dla: Float[Tensor, "batch layer head_index"]) -> tuple[int, int]:
+    """``(layer, head)`` with the largest mean direct logit attribution over the prompts."""
+    mean = dla.mean(dim=0)
+    layer, head = divmod(int(mean.argmax()), mean.shape[1])
+    return layer, head
+
+
+def directions_holding(ratio: Float[Tensor, " d_model"], fraction: float) -> int:
+    """The smallest ``k`` whose top-``k`` principal directions hold at least ``fraction``."""
+    cumulative = ratio.double().cumsum(0)
+    return int(torch.searchsorted(cumulative, torch.tensor([fraction], dtype=torch.float64))) + 1
+
+
+def positional_directions(W_pos: Float[Tensor, "n_ctx d_model"]) -> tuple[int, int]:
+    """How many principal directions hold 80% and 95% of the variance of the rows of W_pos."""
+    ratio = explained_variance_ratio(W_pos)
+    return directions_holding(ratio, 0.8), directions_holding(ratio, 0.95)
