@@ -54,3 +54,14 @@ def test_token_sequences_are_contiguous_windows():
                                          max_sequences=1)
     assert no_bos.tolist() == [stream[:5]]
     assert text_corpus.token_sequences(CharTokenizer(), ["ab"], seq_len=8).shape == (0, 8)
+
+
+def test_document_rows_keep_each_row_inside_one_document():
+    docs = ["abcdef", "xy", "ghijkl", "mnopqrs"]
+    rows = text_corpus.document_rows(CharTokenizer(), docs, seq_len=5, bos_token_id=1)
+    assert rows.dtype == torch.long and rows.shape == (3, 5)
+    assert (rows[:, 0] == 1).all()
+    assert [bytes(r[1:].tolist()).decode() for r in rows] == ["abcd", "ghij", "mnop"]
+    two = text_corpus.document_rows(CharTokenizer(), docs, seq_len=6, max_rows=2)
+    assert [bytes(r.tolist()).decode() for r in two] == ["abcdef", "ghijkl"]
+    assert text_corpus.document_rows(CharTokenizer(), ["ab"], seq_len=8).shape == (0, 8)

@@ -28,6 +28,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 __all__ = [
+    "document_rows",
     "pydoc_topics",
     "python_docs_corpus",
     "split_documents",
@@ -147,6 +148,32 @@ def token_sequences(tokenizer, docs: Iterable[str], seq_len: int, max_sequences:
             rows.append(([bos_token_id] if bos_token_id is not None else []) + chunk)
             if max_sequences is not None and len(rows) >= max_sequences:
                 return torch.tensor(rows, dtype=torch.long)
+    if not rows:
+        return torch.zeros((0, seq_len), dtype=torch.long)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def document_rows(tokenizer, docs: Iterable[str], seq_len: int, max_rows: int | None = None,
+                  bos_token_id: int | None = None) -> Int[Tensor, "batch pos"]:
+    """One row per document long enough: its first tokens, never crossing into another one.
+
+    Unlike :func:`token_sequences` (a stream cut into windows), position ``i`` of a row is
+    always token ``i`` of one document (shifted by one with ``bos_token_id``), which is what a
+    loss-by-position-in-context measurement needs. Documents with fewer than ``seq_len``
+    tokens (``seq_len - 1`` with a BOS) are skipped; rows keep the documents' order; stops
+    after ``max_rows`` rows. ``tokenizer`` is a Hugging Face tokenizer; no special tokens are
+    added by it.
+    """
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    body = seq_len - 1 if bos_token_id is not None else seq_len
+    rows: list[list[int]] = []
+    for doc in docs:
+        if max_rows is not None and len(rows) >= max_rows:
+            break
+        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        if len(ids) >= body:
+            rows.append(([bos_token_id] if bos_token_id is not None else []) + ids[:body])
     if not rows:
         return torch.zeros((0, seq_len), dtype=torch.long)
     return torch.tensor(rows, dtype=torch.long)
