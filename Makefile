@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.course-installed
 
-.PHONY: lab setup system-deps run-all test quicktest bench build clean-venv
+.PHONY: lab setup system-deps hub-proxy run-all test quicktest bench build clean-venv
 
 # Learners neither author nor grade: binder/learner-jupyter (an extra config folder for this
 # server only) hides nbgrader's instructor panels, as binder/postBuild does on Binder; the
@@ -45,6 +45,14 @@ system-deps:
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	else echo "not root with apt-get: install bubblewrap (and chromium) yourself for the full test suite"; fi
 
+# JupyterHub's proxy (configurable-http-proxy, exact version in deploy/proxy/package-lock.json)
+# for tests/test_jupyterhub.py and the workshop server, installed into deploy/proxy/node_modules.
+HUB_PROXY = deploy/proxy/node_modules/.bin/configurable-http-proxy
+hub-proxy: $(HUB_PROXY)
+$(HUB_PROXY): deploy/proxy/package.json deploy/proxy/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix deploy/proxy --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: tests/test_jupyterhub.py will skip (install Node.js 20 + npm)"; fi
+
 run-all: setup
 	$(BIN)/python -m utils.execute solutions/*.ipynb
 
@@ -59,7 +67,7 @@ QUICK_JOBS ?= 2
 TEST_JOBS ?= 2
 ONE_THREAD = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-test: setup system-deps
+test: setup system-deps hub-proxy
 	$(BIN)/ruff check utils tests
 	$(BIN)/python -m utils.pins --check
 	$(BIN)/python -m utils.build --check
