@@ -33,7 +33,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)"
 	touch $(STAMP)
 
+# Every kernel of the course's environment runs utils/kernel_guard.py first: it explains an
+# import error caused by a learner's own utils.py hiding the course's package.
+KERNEL_CONFIG = $(VENV)/etc/ipython/ipython_kernel_config.py
+
 setup: $(STAMP)
+	@mkdir -p $(dir $(KERNEL_CONFIG)) && printf 'c = get_config()  # noqa: F821\nc.IPKernelApp.exec_files = ["%s"]\n' \
+	  "$(CURDIR)/utils/kernel_guard.py" > $(KERNEL_CONFIG)
 	$(BIN)/python -m utils.smollm2 --prepare
 
 # Sandboxed grading needs bubblewrap; the browser test needs Chromium. Installed when we can
