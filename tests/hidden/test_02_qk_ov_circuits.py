@@ -310,7 +310,7 @@ def test_previous_token_head(submission):
                         n_heads, 0)
     if head != found["prev_order"][0]:
         raise AssertionError(
-            f"previous_token_head: on {found['sequences']}, L0H{head} pays "
+            f"on {found['sequences']}, L0H{head} pays "
             f"{found['previous'][head]:.2f} of its attention to the previous token on average; "
             f"another layer-0 head pays {found['previous'].max():.2f}. Compare the four layer-0 "
             "heads on the previous-token score (not the current- or first-token score).")
@@ -324,7 +324,7 @@ def test_strongest_induction_head(submission):
                         "strongest_induction_head", n_heads, 1)
     if head != found["ind_order"][0]:
         raise AssertionError(
-            f"strongest_induction_head: on {found['sequences']}, L1H{head}'s induction score "
+            f"on {found['sequences']}, L1H{head}'s induction score "
             f"is {found['induction'][head]:.2f}, and another layer-1 head scores "
             f"{found['induction'].max():.2f}. The question is about the induction score of the "
             "layer-1 heads (attention to the token after the earlier copy), and the margins are "
@@ -341,7 +341,7 @@ def test_composition_that_stands_out(submission):
     best = max(found, key=found.get)
     if got != best:
         raise AssertionError(
-            f"composition_that_stands_out: the strongest {got}-composition from layer 0 into "
+            f"the strongest {got}-composition from layer 0 into "
             f"layer 1 is {found[got]:.2f} times the random baseline, and another kind reaches "
             f"{found[best]:.2f} times. Compare each kind's largest score with the random "
             "baseline of the same kind (check your composition_scores first: the K-composition "
@@ -361,7 +361,7 @@ def test_k_circuit_diagonal_fraction(submission):
         raise SubmissionError(f"k_circuit_diagonal_fraction: a fraction lies in [0, 1], got {got}")
     if abs(got - found["diagonal"]) > DIAGONAL_TOLERANCE:
         raise AssertionError(
-            f"k_circuit_diagonal_fraction: you answered {got:.3f}, which is more than "
+            f"you answered {got:.3f}, which is more than "
             f"{DIAGONAL_TOLERANCE} away from the fraction the grader measures on the folded toy "
             "model. It is about one matrix: the strongest induction head's query (token "
             "embeddings through its W_Q) against keys made by the previous-token head's OV "
@@ -731,18 +731,18 @@ def strongest_induction_head():
     },
     "composition_that_stands_out": {
         "k_as_q": Mistake(
-            "your answer follows from K-composition scores computed like Q-composition ones (the "
-            "late head's QK circuit not transposed): then K does not stand out and V comes "
-            "first; fix composition_scores, then compare again",
+            "you reported V: V-composition is above chance, but another kind is further above. "
+            "If your K-composition scores equal your Q-composition ones, your composition_scores "
+            "used the late head's QK circuit untransposed for K: fix it, then compare again",
             _COMPOSITION_RATIOS.format(early="FactoredMatrix(W_V[0], W_O[0])[:, None]",
                                        k_late="qk_late") + '''
 def composition_that_stands_out():
     ratios = _ratios()
     return max(ratios, key=ratios.get)''', hint=1),
         "transposed_early_ov": Mistake(
-            "your answer follows from composition scores with the early head's OV circuit "
-            "transposed (W_O^T W_V^T instead of W_V W_O): then Q seems to stand out; fix "
-            "composition_scores, then compare again",
+            "you reported Q, which is at or below chance in the chapter's scores. If your "
+            "composition_scores transposes the early head's OV circuit (W_O^T W_V^T instead of "
+            "W_V W_O), Q seems to stand out: fix it, then compare again",
             _COMPOSITION_RATIOS.format(early="FactoredMatrix(W_V[0], W_O[0]).T[:, None]",
                                        k_late="qk_late.T") + '''
 def composition_that_stands_out():
