@@ -133,6 +133,7 @@ class UnixAccounts:
         subprocess.run(["useradd", "--create-home", "--shell", "/usr/sbin/nologin",
                         "-K", "HOME_MODE=0700", name], check=True, capture_output=True)
         self.names.append(name)
+        self.home(name).chmod(0o700)  # older useradd ignores HOME_MODE
         return name
 
     def home(self, name: str) -> Path:

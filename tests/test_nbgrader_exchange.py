@@ -2,9 +2,9 @@
 
 Two learners, each with their own home folder and nbgrader config, fetch the released
 fixture chapter from the exchange, answer it (one correctly, one not at all) and submit; the
-instructor collects and autogrades with the sandboxed checks. On a real JupyterHub each
-learner is a separate account (nbgrader takes the id from the account); here the learners
-pass ``--student``, since the test cannot create accounts.
+instructor collects and autogrades with the sandboxed checks. Here one account plays every
+part and the learners pass ``--student``; ``tests/test_jupyterhub.py`` runs the same path on
+a real JupyterHub with a Unix account per person (nbgrader takes the id from the account).
 """
 
 from __future__ import annotations
