@@ -50,25 +50,25 @@ def _toy() -> dict:
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(wanted))
         weights = {name: getattr(model, name).detach().clone()
                    for name in ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")}
+        # The investigations' sequences: only the patterns are needed (folding leaves them be).
+        fresh = repeated_random_tokens(FINDINGS_BATCH, FINDINGS_HALF, model.cfg.d_vocab,
+                                       seed=4_242, bos_token=0)
+        _, fresh_cache = model.run_with_cache(
+            fresh, names_filter=lambda n: n.endswith("hook_pattern"))
+        patterns = [fresh_cache["pattern", layer].clone() for layer in range(model.cfg.n_layers)]
     acts = {name: cache[name].detach().clone() for name in cache.keys()}
-    return {"tokens": tokens, "acts": acts, **weights}
+    return {"tokens": tokens, "acts": acts, "findings_patterns": patterns, **weights}
 
 
 @functools.cache
 def _findings() -> dict:
     """What the investigations ask, measured here on fresh sequences (trusted process)."""
-    from utils.data import repeated_random_tokens
     from utils.head_scores import induction_score
-    from utils.toy_models import load_toy_model
 
     toy = _toy()
-    model = load_toy_model("attn_only_2l")
-    tokens = repeated_random_tokens(FINDINGS_BATCH, FINDINGS_HALF, model.cfg.d_vocab,
-                                    seed=4_242, bos_token=0)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    previous = ref.head_pattern_scores(cache["pattern", 0])["previous"]
-    induction = induction_score(cache["pattern", 1], FINDINGS_HALF)
+    pattern_0, pattern_1 = toy["findings_patterns"]
+    previous = ref.head_pattern_scores(pattern_0)["previous"]
+    induction = induction_score(pattern_1, FINDINGS_HALF)
     prev_order = previous.argsort(descending=True).tolist()
     ind_order = induction.argsort(descending=True).tolist()
     prev, ind = prev_order[0], ind_order[0]
