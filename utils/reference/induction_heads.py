@@ -9,6 +9,9 @@ Conventions shared by every function here
 * ``loss_per_token[:, p]`` is the loss of predicting token ``p + 1`` from position ``p``.
 * A repeated-tokens batch has its ``2 * half_len`` repeated tokens at the *end* of the
   sequence, after an optional prefix (a BOS) of length ``o = seq - 2 * half_len``.
+* Olsson et al.'s in-context learning score works on rows that each hold one document: the
+  loss *at token index i* is the loss of predicting token ``i`` of the row (BOS = index 0),
+  ``loss_per_token[:, i - 1]``.
 * "First-half loss": predictions of first-half tokens made from first-half positions,
   ``p in [o, o + half_len - 1)``. "Second-half (repeated-half) loss": predictions of
   second-half tokens from second-half positions, ``p in [o + half_len, o + 2 * half_len - 1)``.
@@ -20,37 +23,26 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from utils.head_scores import induction_score, previous_token_score
+from utils.reference.residual_stream import per_token_loss
 
 __all__ = [
-    "ablated_repeated_loss",
-    "checkpoint_metrics",
-    "composition_scores",
+    "ablated_logits",
+    "attention_to_targets",
     "half_losses",
-    "in_context_learning_score",
+    "in_context_learning_scores",
     "induction_scores",
-    "path_ablated_loss",
+    "induction_targets",
+    "path_ablated_logits",
     "per_token_loss",
     "phase_change_steps",
-    "repeated_half_loss",
+    "repetition_gain",
     "score_every_head",
+    "stripe_targets",
 ]
-
-
-def per_token_loss(
-    logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch pos_minus_1"]:
-    """Cross-entropy of the next token at every position but the last."""
-    logits = logits.detach().to(torch.float64)
-    batch, pos, vocab = logits.shape
-    flat = F.cross_entropy(
-        logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1), reduction="none"
-    )
-    return flat.view(batch, pos - 1)
 
 
 def half_losses(loss_per_token: Float[Tensor, "batch pos_minus_1"], half_len: int
@@ -64,11 +56,11 @@ def half_losses(loss_per_token: Float[Tensor, "batch pos_minus_1"], half_len: in
     return first, second
 
 
-def in_context_learning_score(loss_per_token: Float[Tensor, "batch pos_minus_1"],
-                              half_len: int) -> dict[str, float]:
-    """``{"first_half", "second_half", "score"}`` with ``score = first_half - second_half``."""
+def repetition_gain(loss_per_token: Float[Tensor, "batch pos_minus_1"], half_len: int
+                    ) -> dict[str, float]:
+    """``{"first_half", "second_half", "gain"}`` with ``gain = first_half - second_half``."""
     first, second = half_losses(loss_per_token, half_len)
-    return {"first_half": first, "second_half": second, "score": first - second}
+    return {"first_half": first, "second_half": second, "gain": first - second}
 
 
 def induction_scores(pattern: Float[Tensor, "batch head_index dest_pos src_pos"],
@@ -77,12 +69,38 @@ def induction_scores(pattern: Float[Tensor, "batch head_index dest_pos src_pos"]
     return induction_score(pattern, half_len)
 
 
+def stripe_targets(batch: int, seq: int, offset: int, first_dest: int
+                   ) -> Int[Tensor, "batch pos"]:
+    """Targets ``dest - offset`` for ``dest >= first_dest``, ``-1`` elsewhere."""
+    dest = torch.arange(seq)
+    row = torch.where(dest >= first_dest, dest - offset, torch.full_like(dest, -1))
+    return row.expand(batch, seq).clone()
+
+
 @torch.no_grad()
-def score_every_head(model: Any, tokens: Int[Tensor, "batch pos"], half_len: int
-                     ) -> dict[str, Float[Tensor, "layer head_index"]]:
-    """Previous-token and induction scores of every head, from a cached forward pass."""
+def attention_to_targets(model: Any, tokens: Int[Tensor, "batch pos"],
+                         targets: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer head_index"]:
+    """Mean attention paid from each destination to its target, pooled over every (row,
+    destination) pair whose target is ``>= 0``; one number per head of every layer."""
     _, cache = model.run_with_cache(
         tokens, names_filter=lambda name: name.endswith("attn.hook_pattern"))
+    valid = targets >= 0
+    b_idx, d_idx = valid.nonzero(as_tuple=True)
+    s_idx = targets[b_idx, d_idx]
+    out = []
+    for layer in range(model.cfg.n_layers):
+        pattern = cache["pattern", layer].to(torch.float64)   # batch head dest src
+        picked = pattern[b_idx, :, d_idx, s_idx]              # pair head
+        out.append(picked.mean(dim=0))
+    return torch.stack(out).float()
+
+
+def score_every_head(model: Any, tokens: Int[Tensor, "batch pos"], half_len: int
+                     ) -> dict[str, Float[Tensor, "layer head_index"]]:
+    """Previous-token and induction scores of every head (utils.head_scores definitions)."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(
+            tokens, names_filter=lambda name: name.endswith("attn.hook_pattern"))
     layers = range(model.cfg.n_layers)
     return {
         "previous_token": torch.stack([previous_token_score(cache["pattern", i]) for i in layers]),
@@ -90,20 +108,20 @@ def score_every_head(model: Any, tokens: Int[Tensor, "batch pos"], half_len: int
     }
 
 
-def repeated_half_loss(logits: Float[Tensor, "batch pos d_vocab"],
-                       tokens: Int[Tensor, "batch pos"], half_len: int) -> float:
-    """Mean loss of the second-half predictions (see the module docstring)."""
-    return half_losses(per_token_loss(logits, tokens), half_len)[1]
+def induction_targets(tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Position after the most recent earlier occurrence of each token, ``-1`` if none."""
+    batch, seq = tokens.shape
+    out = torch.full((batch, seq), -1, dtype=torch.long)
+    for b in range(batch):
+        last_seen: dict[int, int] = {}
+        for d, token in enumerate(tokens[b].tolist()):
+            if token in last_seen:
+                out[b, d] = last_seen[token] + 1
+            last_seen[token] = d
+    return out
 
 
-@torch.no_grad()
-def ablated_repeated_loss(model: Any, tokens: Int[Tensor, "batch pos"], half_len: int,
-                          heads: list[tuple[int, int]], method: str = "zero") -> float:
-    """Repeated-half loss with the given heads' ``hook_z`` replaced by 0 or by its mean.
-
-    The mean is over batch and positions of the head's ``hook_z`` in a clean forward pass
-    on the same tokens (one ``d_head`` vector per head).
-    """
+def _ablating_hooks(model: Any, tokens: Tensor, heads: list[tuple[int, int]], method: str):
     if method not in ("zero", "mean"):
         raise ValueError(method)
     by_layer: dict[int, list[int]] = {}
@@ -124,82 +142,56 @@ def ablated_repeated_loss(model: Any, tokens: Int[Tensor, "batch pos"], half_len
             return z
         return hook
 
-    logits = model.run_with_hooks(
-        tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", make_hook(layer)) for layer in by_layer])
-    return repeated_half_loss(logits, tokens, half_len)
-
-
-def composition_scores(model: Any, kind: str, early_layer: int = 0, late_layer: int = 1
-                       ) -> Float[Tensor, "head_early head_late"]:
-    """Q/K/V-composition scores between every head of ``early_layer`` and of ``late_layer``.
-
-    ``||A B||_F / (||A||_F ||B||_F)`` with ``A`` the early head's ``W_OV = W_V W_O`` and
-    ``B`` the late head's ``W_QK = W_Q W_K^T`` (Q), ``W_QK^T`` (K) or ``W_OV`` (V).
-    """
-    w_q, w_k, w_v, w_o = (w.detach().to(torch.float64)
-                          for w in (model.W_Q, model.W_K, model.W_V, model.W_O))
-    ov_early = w_v[early_layer] @ w_o[early_layer]                      # h d d
-    qk_late = w_q[late_layer] @ w_k[late_layer].transpose(-1, -2)       # h d d
-    ov_late = w_v[late_layer] @ w_o[late_layer]
-    second = {"Q": qk_late, "K": qk_late.transpose(-1, -2), "V": ov_late}[kind]
-    n_e, n_l = ov_early.shape[0], second.shape[0]
-    out = torch.empty(n_e, n_l, dtype=torch.float64)
-    for i in range(n_e):
-        for j in range(n_l):
-            prod = ov_early[i] @ second[j]
-            out[i, j] = torch.linalg.matrix_norm(prod) / (
-                torch.linalg.matrix_norm(ov_early[i]) * torch.linalg.matrix_norm(second[j]))
-    return out
+    return [(f"blocks.{layer}.attn.hook_z", make_hook(layer)) for layer in by_layer]
 
 
 @torch.no_grad()
-def path_ablated_loss(model: Any, tokens: Int[Tensor, "batch pos"], half_len: int,
-                      sender_head: int, receiver_heads: list[int], path: str) -> float:
-    """Repeated-half loss with layer-0 ``sender_head`` removed only from the ``path`` input
-    (``"q"``, ``"k"`` or ``"v"``) of the layer-1 ``receiver_heads``.
+def ablated_logits(model: Any, tokens: Int[Tensor, "batch pos"], heads: list[tuple[int, int]],
+                   method: str = "zero") -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits with the given heads' ``hook_z`` replaced by 0 or by its mean over batch and
+    positions in a clean forward pass on the same tokens (one ``d_head`` vector per head)."""
+    return model.run_with_hooks(tokens, fwd_hooks=_ablating_hooks(model, tokens, heads, method))
+
+
+@torch.no_grad()
+def path_ablated_logits(model: Any, tokens: Int[Tensor, "batch pos"], sender_head: int,
+                        receiver_heads: list[int], path: str) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits with layer-0 ``sender_head`` removed only from the ``path`` input (``"q"``,
+    ``"k"`` or ``"v"``) of the layer-1 ``receiver_heads``.
 
     The receivers' queries/keys/values come from a run with the sender zero-ablated at
     ``hook_z``; everything else is the clean forward pass.
     """
     name = f"blocks.1.attn.hook_{path}"
+    ablated = {}
 
-    def zero_sender(z, hook):
-        z = z.clone()
-        z[:, :, sender_head] = 0.0
-        return z
+    def keep(act, hook):
+        ablated["act"] = act.clone()
 
-    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", zero_sender)]):
-        _, cache = model.run_with_cache(tokens, names_filter=[name])
-    ablated = cache[name]
+    model.run_with_hooks(tokens, return_type=None,
+                         fwd_hooks=_ablating_hooks(model, tokens, [(0, sender_head)], "zero")
+                         + [(name, keep)])
 
     def patch(act, hook):
         act = act.clone()
         for head in receiver_heads:
-            act[:, :, head] = ablated[:, :, head]
+            act[:, :, head] = ablated["act"][:, :, head]
         return act
 
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
-    return repeated_half_loss(logits, tokens, half_len)
+    return model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
 
 
-@torch.no_grad()
-def checkpoint_metrics(model: Any, tokens: Int[Tensor, "batch pos"], half_len: int
-                       ) -> dict[str, float]:
-    """What chapter 3 logs while growing the model, on one repeated-tokens batch.
+def in_context_learning_scores(loss_per_token: Float[Tensor, "batch pos_minus_1"], early: int,
+                               late: int, window: int = 1) -> Float[Tensor, " batch"]:
+    """Per row: mean loss at token indices ``late - window + 1 .. late`` minus the same
+    ending at ``early`` (Olsson et al. 2022: late 500, early 50, window 1)."""
+    lpt = loss_per_token.to(torch.float64)
 
-    ``loss_first_half`` / ``loss_second_half`` as in :func:`half_losses`;
-    ``prev_token_layer0``: the best previous-token score among layer 0's heads;
-    ``induction_layer1``: the best induction score among layer 1's heads.
-    """
-    logits, cache = model.run_with_cache(
-        tokens, names_filter=lambda name: name.endswith("attn.hook_pattern"))
-    first, second = half_losses(per_token_loss(logits, tokens), half_len)
-    return {
-        "loss_first_half": first,
-        "loss_second_half": second,
-        "prev_token_layer0": previous_token_score(cache["pattern", 0]).max().item(),
-        "induction_layer1": induction_score(cache["pattern", 1], half_len).max().item(),
-    }
+    def at(index: int) -> Tensor:
+        # loss at token index i is loss_per_token[:, i - 1]
+        return lpt[:, index - window : index].mean(dim=1)
+
+    return (at(late) - at(early)).float()
 
 
 def phase_change_steps(log: list[dict[str, Any]], threshold: float = 0.5
