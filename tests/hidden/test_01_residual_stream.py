@@ -11,6 +11,7 @@ import functools
 import torch
 
 from utils.grading.checks import (
+    CallFailed,
     SubmissionError,
     assert_close,
     expect_tensor,
@@ -276,13 +277,26 @@ def _held_out_dla() -> torch.Tensor:
     return ref.per_prompt_head_dla(_model(), cache, data.answer_tokens)  # [prompt, layer, head]
 
 
+def _finding(submission, name: str):
+    """Call an investigation's answer; explain the usual reason it cannot run when graded."""
+    try:
+        return submission.function(name, **INVESTIGATION_CALL)()
+    except CallFailed as error:
+        if "NameError" in str(error):
+            raise SubmissionError(
+                f"{error}. When graded, {name} runs on its own, without the notebook's variables "
+                "or your other functions: return the value you found (e.g. a literal), or "
+                "compute it inside the function from what it loads itself") from None
+        raise
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 @points(2)
 def test_largest_bos_writer(submission):
-    got = submission.function("largest_bos_writer", **INVESTIGATION_CALL)()
+    got = _finding(submission, "largest_bos_writer")
     labels = ref.component_labels(SMOL_LAYERS)
     if got not in labels:
         raise AssertionError(f"largest_bos_writer returned {got!r}: return one of the chart's "
@@ -303,7 +317,7 @@ def test_largest_bos_writer(submission):
 
 @points(2)
 def test_lens_prefers_answer_layer(submission):
-    got = submission.function("lens_prefers_answer_layer", **INVESTIGATION_CALL)()
+    got = _finding(submission, "lens_prefers_answer_layer")
     if not _is_int(got) or not 0 <= got <= SMOL_LAYERS:
         raise AssertionError(f"lens_prefers_answer_layer returned {got!r}: return a stream "
                              f"index, an int from 0 to {SMOL_LAYERS}")
@@ -313,8 +327,8 @@ def test_lens_prefers_answer_layer(submission):
         later_negative = [L for L in range(got, SMOL_LAYERS + 1) if means[L] <= 0]
         if later_negative:
             why = (f"the mean logit(IO) - logit(S) is not positive at {len(later_negative)} "
-                   f"stream(s) from {got} on (e.g. stream {later_negative[-1]}: "
-                   f"{means[later_negative[-1]]:+.2f}): the mean must stay positive from your "
+                   f"stream(s) from {got} on (the first is stream {later_negative[0]}: "
+                   f"{means[later_negative[0]]:+.2f}): the mean must stay positive from your "
                    "stream to the final one")
         else:
             why = (f"the mean is positive from stream {got} on, but also at stream {got - 1} "
@@ -326,7 +340,7 @@ def test_lens_prefers_answer_layer(submission):
 
 @points(2)
 def test_top_dla_head(submission):
-    got = submission.function("top_dla_head", **INVESTIGATION_CALL)()
+    got = _finding(submission, "top_dla_head")
     n_heads = _model().cfg.n_heads
     if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(_is_int(x) for x in got)
             and 0 <= got[0] < SMOL_LAYERS and 0 <= got[1] < n_heads):
@@ -346,7 +360,7 @@ def test_top_dla_head(submission):
 
 @points(2)
 def test_positional_directions(submission):
-    got = submission.function("positional_directions", **INVESTIGATION_CALL)()
+    got = _finding(submission, "positional_directions")
     if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(_is_int(x) for x in got)):
         raise AssertionError(f"positional_directions returned {got!r}: return (k80, k95), "
                              "two ints")
@@ -666,8 +680,9 @@ MUTANTS = {
     "lens_prefers_answer_layer": {
         "first_positive_stream": Mistake(
             "you returned the first stream where the mean difference is positive: on these "
-            "prompts it is positive near the bottom of the model and then negative again for "
-            "many layers. The finding is the stream from which it *stays* positive",
+            "prompts the mean hovers around zero, by chance above it, in the lower layers, and "
+            "drops below zero again before the preference settles. The finding is the stream "
+            "from which it *stays* positive",
             '''def lens_prefers_answer_layer():
     from utils.ioi import make_ioi_dataset
     from utils.smollm2 import load_smollm2
