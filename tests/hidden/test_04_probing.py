@@ -354,7 +354,15 @@ def test_leace_erase(submission):
     if gap.abs().max() > 1e-3:
         raise SubmissionError(
             f"leace_erase: on the training rows the two classes' means still differ after "
-            f"erasure (largest gap {gap.abs().max():.3g}): the edit must make them equal")
+            f"erasure (largest gap {gap.abs().max():.3g}): the edit must make them equal (are "
+            f"the mean, the covariance and the class means all taken from the training rows "
+            f"only?)")
+    offset = (got.double() - expected.double())
+    if offset.abs().max() > 2e-3 and (offset - offset[0]).abs().max() < 2e-3:
+        raise SubmissionError(
+            "leace_erase: every row is off from the reference by the same vector, a constant "
+            "shift along the class-mean difference: measure each row's deviation from the "
+            "training mean (x - mu), not from 0, before reading it along the whitened direction")
     assert_close(got, expected, "leace_erase", atol=2e-3, rtol=1e-3,
                  what="erased activations (statistics from the training rows only; the edit "
                       "is along the class-mean difference, by the amount the whitened "
