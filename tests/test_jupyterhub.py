@@ -19,6 +19,7 @@ an empty one holding only the paths the accounts need (:func:`shared_view_script
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -40,12 +41,12 @@ import requests
 from tests.course_layout import FIXTURE
 from tests.test_nbgrader_exchange import ANSWER as HONEST_ANSWERS
 from utils import paths
+from utils.nbgrader_course import COURSE_ID
 
 pytestmark = pytest.mark.slow
 
 WORKSHOP_CONFIG = paths.REPO_ROOT / "deploy" / "workshop" / "jupyterhub_config.py"
 PROXY = paths.REPO_ROOT / "deploy" / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
-COURSE_ID = "mech-interp-course"
 CHAPTER = FIXTURE.name
 START_TIMEOUT = 120.0
 HOSTILE_ANSWERS = {
@@ -153,7 +154,8 @@ class UnixAccounts:
         leftovers = [p for p in psutil.process_iter(["uids"]) if p.info["uids"]
                      and p.info["uids"].real in uids]
         for process in leftovers:
-            process.kill()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
         psutil.wait_procs(leftovers, timeout=10)
         for name in self.names:
             subprocess.run(["userdel", "--remove", name], capture_output=True)
