@@ -11,7 +11,6 @@ import functools
 import torch
 
 from utils.grading.checks import (
-    CallFailed,
     SubmissionError,
     assert_close,
     expect_tensor,
@@ -37,7 +36,9 @@ IOI_CHECK_ANSWER, IOI_CHECK_WRONG = " Alice", " Bob"
 # sections 3 and 4 ask about exactly these prompts.
 HELD_OUT_IOI = {"n_prompts": 16, "seed": 2}
 # An investigation's answer may compute its finding (loading a model in the sandbox).
-INVESTIGATION_CALL = {"timeout": 120.0, "memory_mb": 3000}
+# Loaded once by the sandbox worker: an investigation answer that calls load_smollm2() itself
+# shares it instead of loading SmolLM2 on every call.
+SANDBOX_MODELS = ["smollm2"]
 
 
 _model = functools.partial(reference_model, "smollm2")
@@ -277,26 +278,13 @@ def _held_out_dla() -> torch.Tensor:
     return ref.per_prompt_head_dla(_model(), cache, data.answer_tokens)  # [prompt, layer, head]
 
 
-def _finding(submission, name: str):
-    """Call an investigation's answer; explain the usual reason it cannot run when graded."""
-    try:
-        return submission.function(name, **INVESTIGATION_CALL)()
-    except CallFailed as error:
-        if "NameError" in str(error):
-            raise SubmissionError(
-                f"{error}. When graded, {name} runs on its own, without the notebook's variables "
-                "or your other functions: return the value you found (e.g. a literal), or "
-                "compute it inside the function from what it loads itself") from None
-        raise
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 @points(2)
 def test_largest_bos_writer(submission):
-    got = _finding(submission, "largest_bos_writer")
+    got = submission.finding("largest_bos_writer")
     labels = ref.component_labels(SMOL_LAYERS)
     if got not in labels:
         raise AssertionError(f"largest_bos_writer returned {got!r}: return one of the chart's "
@@ -317,7 +305,7 @@ def test_largest_bos_writer(submission):
 
 @points(2)
 def test_lens_prefers_answer_layer(submission):
-    got = _finding(submission, "lens_prefers_answer_layer")
+    got = submission.finding("lens_prefers_answer_layer")
     if not _is_int(got) or not 0 <= got <= SMOL_LAYERS:
         raise AssertionError(f"lens_prefers_answer_layer returned {got!r}: return a stream "
                              f"index, an int from 0 to {SMOL_LAYERS}")
@@ -340,7 +328,7 @@ def test_lens_prefers_answer_layer(submission):
 
 @points(2)
 def test_top_dla_head(submission):
-    got = _finding(submission, "top_dla_head")
+    got = submission.finding("top_dla_head")
     n_heads = _model().cfg.n_heads
     if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(_is_int(x) for x in got)
             and 0 <= got[0] < SMOL_LAYERS and 0 <= got[1] < n_heads):
@@ -360,7 +348,7 @@ def test_top_dla_head(submission):
 
 @points(2)
 def test_positional_directions(submission):
-    got = _finding(submission, "positional_directions")
+    got = submission.finding("positional_directions")
     if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(_is_int(x) for x in got)):
         raise AssertionError(f"positional_directions returned {got!r}: return (k80, k95), "
                              "two ints")

@@ -115,6 +115,20 @@ class Submission:
                 "a fresh copy of the chapter")
         return RemoteFunction(self, name, source, timeout, memory_mb, allow_input_mutation)
 
+    def finding(self, name: str, timeout: float = 120.0, memory_mb: int = 3000) -> Any:
+        """An investigation's answer: call ``name()`` (no arguments) and return the finding.
+        Its limits allow an answer that loads SmolLM2 and computes the finding itself."""
+        try:
+            return self.function(name, timeout=timeout, memory_mb=memory_mb)()
+        except CallFailed as error:
+            if "NameError" in str(error):
+                raise SubmissionError(
+                    f"{error}. When graded, {name} runs on its own, without the notebook's "
+                    "variables or your other functions: return the value you found (e.g. a "
+                    "literal), or compute it inside the function from what it loads itself"
+                ) from None
+            raise
+
 
 # ----------------------------------------------------------------------- assertions
 def _dims(names: str, shape: tuple) -> str:

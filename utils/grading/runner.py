@@ -144,7 +144,8 @@ class Grader:
         self.sandbox = Sandbox(setup, require_isolation=require_isolation,
                                hidden_modules=list(getattr(self.module, "ANSWER_KEYS", [])),
                                trusted_helpers=lambda function: trusted_calls.available(
-                                   references, exercises, function))
+                                   references, exercises, function),
+                               preload_models=list(getattr(self.module, "SANDBOX_MODELS", [])))
         self.started = False
         self._mistake_outputs: dict[tuple[str, str], tuple[bool, object]] = {}
 

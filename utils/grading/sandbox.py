@@ -214,17 +214,21 @@ class Sandbox:
     ``hidden_modules`` names ``utils`` modules that hold this chapter's answers.
     ``trusted_helpers(function)`` gives the trusted functions an answer defining
     ``function`` may call (see :mod:`utils.grading.trusted_calls`).
+    ``preload_models`` are loaded by the worker before any call (``"smollm2"`` is then shared
+    by every call's own ``load_smollm2()``, instead of loaded per call).
     """
 
     def __init__(self, setup_source: str, require_isolation: bool = False,
                  extra_readable: list[Path] | None = None,
                  hidden_modules: list[str] | None = None,
-                 trusted_helpers: Callable[[str], dict] | None = None) -> None:
+                 trusted_helpers: Callable[[str], dict] | None = None,
+                 preload_models: list[str] | None = None) -> None:
         self.setup_source = setup_source
         self.trusted_helpers = trusted_helpers or (lambda function: {})
         self.require_isolation = require_isolation
         self.extra_readable = [Path(p) for p in (extra_readable or [])]
         self.hidden_modules = list(hidden_modules or [])
+        self.preload_models = list(preload_models or [])
         self.process: subprocess.Popen | None = None
         self.isolated = False
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -283,7 +287,8 @@ class Sandbox:
         self._stderr = _Tail(err_r, 4000)
         self.isolated = bwrap is not None
         self._send({"op": "hello", "setup_source": self.setup_source,
-                    "blocked_modules": BLOCKED_MODULES + self.hidden_modules})
+                    "blocked_modules": BLOCKED_MODULES + self.hidden_modules,
+                    "preload_models": self.preload_models})
         self._starting = True
 
     def wait_ready(self) -> None:

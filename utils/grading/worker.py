@@ -125,6 +125,8 @@ class Zygote:
         sys.meta_path.insert(0, _BlockedImporter(self.blocked))
         setup = header.get("setup_source", "")
         exec(compile(setup, "<setup cell>", "exec"), self.base_namespace)
+        for name in header.get("preload_models", []):  # forked calls share them
+            self.resolve("utils.grading.recipes:model", {"name": str(name)})
 
     def resolve(self, recipe: str, kwargs: dict) -> Any:
         """Build (once, in the clean worker) the value a trusted ``utils`` recipe describes."""
