@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from utils.grading.runner import load_checks_module
 
 CHECKS = load_checks_module("04_probing", Path(__file__).parent / "hidden")
-CASES = ("shifted_test", "imbalanced_test", "balanced")
+CASES = ("shifted_test", "imbalanced_test", "imbalanced_train", "balanced")
 
 
 def _probe_by(optimiser: str, steps: int, lr: float = 1.0):

@@ -13,7 +13,7 @@ The investigations are graded against findings recomputed here from SmolLM2 with
 ``utils.reference.probing`` (never a stored number), on the notebook's own prompts and split.
 Forward passes dominate, so each finding is computed from the least data that gives the
 notebook's answer (the first layers of the 1,000 prompts; the 16 validation and 64 test
-prompts of section 5, with class means from 80 training prompts per class), once per grading
+prompts of section 5, with class means from 32 training prompts per class), once per grading
 process. The notebook asserts the margins that make this safe (each threshold is crossed by a
 wide margin).
 """
@@ -113,6 +113,11 @@ def _shifted_test(n_train: int = 100, n_test: int = 400, d: int = 30, k: int = 3
 def _probe_case(kind: str):
     if kind == "shifted_test":
         x_tr, y_tr, x_te, y_te = _shifted_test()
+    elif kind == "imbalanced_train":
+        # 80% positive in training and test, a weak planted direction: the intercept carries
+        # the base rate, and a probe fitted without one scores ~0.65 instead of ~0.84.
+        x_tr, y_tr = _planted(200, 30, 0.8, seed=6, shift=1.5)
+        x_te, y_te = _planted(300, 30, 0.8, seed=7, shift=1.5)
     elif kind == "imbalanced_test":
         # 60 training rows in 30 dims (easy to overfit), 400 held-out rows, 80% positive.
         x_tr, y_tr = _planted(60, 30, 0.5, seed=1)
@@ -200,7 +205,7 @@ def test_collect_resid_at_positions(submission):
 @points(3)
 def test_train_and_test_probe(submission):
     probe = submission.function("train_and_test_probe")
-    for kind in ("shifted_test", "imbalanced_test", "balanced"):
+    for kind in ("shifted_test", "imbalanced_test", "imbalanced_train", "balanced"):
         x, y, is_train, _ = _probe_case(kind)
         _check_probe_result(probe(x, y, is_train, 1e-2), kind)
 

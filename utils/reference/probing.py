@@ -148,7 +148,7 @@ N_PROMPTS, SEED, TEST_FRACTION, WEIGHT_DECAY = 1000, 0, 0.3, 1e-2
 SWEEP_LAYERS = (1, 9, 17, 21, 24, 27, 29)  # the layers section 5 steers
 STEER_PROMPTS_PER_CLASS = 8  # validation prompts for choosing the steering layer
 TEST_PROMPTS_PER_CLASS = 32  # held-out prompts for the ablation
-DIRECTION_PROMPTS_PER_CLASS = 80  # training prompts the checks estimate class means from
+DIRECTION_PROMPTS_PER_CLASS = 32  # training prompts the checks estimate class means from
 
 
 @dataclass
@@ -181,16 +181,17 @@ def chapter_data(model: Any) -> ChapterData:
 def early_layer_accuracies(model: Any, data: ChapterData, n_layers: int
                            ) -> dict[str, list[float]]:
     """Held-out accuracy of a probe at layers ``0..n_layers-1`` for the subject's number
-    ("task"), a control task ("control", this module's labels, seed 0) and the attractor's
-    number ("attractor"), on the notebook's split."""
+    ("task") and a control task ("control", this module's labels, seed 0), and at layer 0 for
+    the attractor's number ("attractor"), on the notebook's split."""
     acts = collect_resid_at_positions(model, data.tokens, data.last_pos, list(range(n_layers)),
                                       batch_size=250)
     control = control_task_labels(data.word_ids, SEED)
-    out: dict[str, list[float]] = {"task": [], "control": [], "attractor": []}
+    out: dict[str, list[float]] = {"task": [], "control": []}
     for x in acts:
-        for name, y in (("task", data.labels), ("control", control),
-                        ("attractor", data.attractor_labels)):
+        for name, y in (("task", data.labels), ("control", control)):
             out[name].append(train_and_test_probe(x, y, data.is_train, WEIGHT_DECAY)["test_acc"])
+    out["attractor"] = [train_and_test_probe(acts[0], data.attractor_labels, data.is_train,
+                                             WEIGHT_DECAY)["test_acc"]]  # layer 0 only
     return out
 
 
