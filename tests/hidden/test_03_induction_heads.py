@@ -471,7 +471,7 @@ def k_circuit_diagonal_share():
     tokens = repeated_random_tokens(8, 30, model.cfg.d_vocab, 0, bos_token=0)
     _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
     prev = cache["pattern", 0].diagonal(-1, -2, -1).mean((0, 2))
-    writer = int(prev.argsort(descending=True)[{rank}])
+    writer = int(prev.argsort(descending={descending})[1])
     model.enable_compatibility_mode()
     shares = []
     for reader in range(model.cfg.n_heads):
@@ -683,11 +683,11 @@ def attention_to_targets(model, tokens, targets):
         "best_previous_token_head": Mistake(
             "you reported the best previous-token head's share: the question asks about the "
             "runner-up, the head with the second-highest previous-token score in layer 0",
-            _SHARE_TEMPLATE.format(rank=0, axis=1), hint=1),
-        "columns_not_rows": Mistake(
-            "you looked for the largest entry of each column (per previous token b) instead of "
-            "each row (per query token a): the share counts query tokens whose row peaks at b = a",
-            _SHARE_TEMPLATE.format(rank=1, axis=0)),
+            _SHARE_TEMPLATE.format(descending=True, axis=1).replace("[1])", "[0])"), hint=1),
+        "ranked_from_lowest": Mistake(
+            "you took the head with the second-LOWEST previous-token score: rank the layer-0 "
+            "heads from the highest score down and take the second",
+            _SHARE_TEMPLATE.format(descending=False, axis=1), hint=1),
     },
     "phase_change_steps": {
         "returns_indices": Mistake(
