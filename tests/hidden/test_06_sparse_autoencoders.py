@@ -4,6 +4,8 @@ Training exercises are checked by behaviour on small seeded problems (what a cor
 trainer must learn), not by comparing weights; everything else is compared with
 ``utils.reference.sparse_autoencoders`` on inputs the notebook never uses. The two model
 exercises run on the course's 2-layer attention-only toy model (fast, no tokenizer needed).
+The four investigations are graded against findings computed here, in the trusted process,
+from SmolLM2 and the shipped SAE (never a fixed number).
 """
 
 import functools
@@ -22,6 +24,14 @@ from utils.grading.checks import (
 )
 from utils.grading.diagnosis import Mistake
 from utils.reference import sparse_autoencoders as ref
+
+# Later answers call earlier exercises by name; while graded they get the course's versions.
+REFERENCES = {"sae_forward": ref.sae_forward, "train_toy_model": ref.train_toy_model,
+              "superposition_stats": ref.superposition_stats,
+              "resample_dead_latents": ref.resample_dead_latents,
+              "evaluate_sae": ref.evaluate_sae,
+              "top_activating_contexts": ref.top_activating_contexts}
+INVESTIGATION_CALL = {"timeout": 180.0, "memory_mb": 3000}
 
 TOY = "attn_only_2l"
 SAE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -43,7 +53,7 @@ def _expect_dict(value, name, keys):
 
 
 _toy_model = functools.partial(reference_model, TOY)
-warm_up = warm_up_loading(TOY)
+warm_up = warm_up_loading(TOY, "smollm2")
 
 
 def _toy_tokens(batch, half_len, seed):
@@ -69,7 +79,8 @@ def test_train_toy_model(submission):
                                        lr=5e-2, seed=2),
                        "train_toy_model", ["W", "b_final", "losses"])
     W = expect_tensor(out["W"], "train_toy_model()['W']", "instances d_hidden features", (2, 2, 6))
-    expect_tensor(out["b_final"], "train_toy_model()['b_final']", "instances features", (2, 6))
+    b_final = expect_tensor(out["b_final"], "train_toy_model()['b_final']", "instances features",
+                            (2, 6))
     losses = expect_tensor(out["losses"], "train_toy_model()['losses']", "steps instances",
                            (400, 2))
     if not (losses[-50:].mean(0) < losses[:50].mean(0)).all():
@@ -85,6 +96,15 @@ def test_train_toy_model(submission):
             f"features (1 and 4) and drop the others; learned feature norms "
             f"{[round(v, 2) for v in dense.tolist()]}. Is the loss weighted by importance, "
             "and are features present with probability p (not 1 - p)?")
+    # A dense feature the model drops is best predicted by its mean, E[x] = 0.5: that is the
+    # bias's job (seeds 0-24 with the reference: 0.45-0.57).
+    dropped = b_final[0, rest]
+    if not ((dropped > 0.3) & (dropped < 0.7)).all():
+        raise AssertionError(
+            "train_toy_model: with dense features, the model drops features 0, 2, 3 and 5 and "
+            "should output their mean (0.5) through b_final; b_final for them is "
+            f"{[round(v, 2) for v in dropped.tolist()]}. Is b_final added before the ReLU and "
+            "trained with W?")
     sparse = norms[1]
     # A linear model (no ReLU) is a projection at best: its squared norms sum to about
     # d_hidden = 2. Superposition packs more features in: well above 2.
@@ -358,6 +378,130 @@ def test_steer_generation(submission):
                 "every forward pass)")
 
 
+# ----------------------------------------------------------------------- investigations
+# Each truth is computed here from SmolLM2 and the shipped SAE, once per grading process.
+@functools.cache
+def _shipped_sae():
+    from utils.sae import load_pretrained_sae
+
+    return load_pretrained_sae()
+
+
+@functools.cache
+def _heldout_rows(n_rows):
+    from utils.text_corpus import pydoc_topics, split_documents, token_sequences
+
+    model = reference_model("smollm2")
+    _, heldout = split_documents(pydoc_topics(), test_fraction=0.1, seed=0)
+    bos = model.tokenizer.bos_token_id
+    return token_sequences(model.tokenizer, heldout, seq_len=128, max_sequences=n_rows,
+                           bos_token_id=1 if bos is None else bos)
+
+
+@functools.cache
+def _ablation_losses():
+    sae, config = _shipped_sae()
+    return ref.ablation_losses(reference_model("smollm2"), _heldout_rows(4), config["hook_name"],
+                               sae, config["k"])
+
+
+NEURON_TOP, NEURON_MIN = 30, 3
+
+
+@functools.cache
+def _carrier_counts():
+    sae, config = _shipped_sae()
+    model = reference_model("smollm2")
+    layer = config["layer"] - 1
+    neuron_hook = f"blocks.{layer}.mlp.hook_post"
+    rows = _heldout_rows(36)[4:36]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(rows, names_filter=[neuron_hook, config["hook_name"]],
+                                        stop_at_layer=config["layer"] + 1)
+    neuron_acts = cache[neuron_hook][:, 1:].reshape(-1, model.cfg.d_mlp)
+    stream = cache[config["hook_name"]][:, 1:].reshape(-1, model.cfg.d_model)
+    latents = ref.sae_encode(stream, sae, config["k"])
+    carriers = ref.neuron_carriers(neuron_acts, latents, model.W_out[layer].detach(),
+                                   sae["W_dec"], NEURON_TOP)
+    return ref.carrier_groups(carriers, NEURON_MIN)
+
+
+def _as_float(value, name):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AssertionError(f"{name} returned {value!r}: return one number, a Python float")
+    return float(value)
+
+
+@points(2)
+def test_mean_ablation_recovered(submission):
+    got = _as_float(submission.function("mean_ablation_recovered", **INVESTIGATION_CALL)(),
+                    "mean_ablation_recovered")
+    losses = _ablation_losses()
+    expected = ref.loss_recovered(losses, "mean")
+    if abs(got - expected) > 0.002:
+        zero = ref.loss_recovered(losses, "zero")
+        raise AssertionError(
+            f"mean_ablation_recovered returned {got:.4f}. On the first 4 held-out rows, one "
+            f"batch, splicing the mean raises the loss by {losses['mean'] - losses['clean']:.2f} "
+            f"nats and splicing the SAE by {losses['sae'] - losses['clean']:.3f}; against zeroing "
+            f"the share would be {zero:.4f}. Check the baseline (the mean over positions 1: of "
+            "all 4 rows, BOS left out of the mean and left clean in every run) and the formula "
+            "(ce_mean - ce_sae) / (ce_mean - ce_clean).")
+
+
+@points(1)
+def test_encoder_decoder_cosine(submission):
+    got = _as_float(submission.function("encoder_decoder_cosine", **INVESTIGATION_CALL)(),
+                    "encoder_decoder_cosine")
+    cosines = ref.encoder_decoder_cosines(_shipped_sae()[0])
+    expected = cosines.median().item()
+    if abs(got - expected) > 0.001:
+        below = (cosines < got).float().mean().item()
+        raise AssertionError(
+            f"encoder_decoder_cosine returned {got:.4f}: {below:.0%} of the shipped SAE's "
+            "latents have a cosine below that, where the median has half. Normalise both the "
+            "encoder column W_enc[:, i] and the decoder row W_dec[i], and take the median, not "
+            "the mean.")
+
+
+@points(1)
+def test_nearest_latent_cosine(submission):
+    got = _as_float(submission.function("nearest_latent_cosine", **INVESTIGATION_CALL)(),
+                    "nearest_latent_cosine")
+    nearest = ref.nearest_latent_cosines(_shipped_sae()[0])
+    expected = nearest.median().item()
+    if abs(got - expected) > 0.001:
+        below = (nearest < got).float().mean().item()
+        raise AssertionError(
+            f"nearest_latent_cosine returned {got:.4f}: {below:.0%} of the latents have a "
+            "nearest neighbour less similar than that, where the median has half. Normalise "
+            "each decoder row W_dec[i] over its d_model entries (not the columns), leave each "
+            "latent's cosine with itself out, keep the sign, and take the median.")
+
+
+@points(2)
+def test_polysemantic_neuron(submission):
+    got = submission.function("polysemantic_neuron", **INVESTIGATION_CALL)()
+    counts = _carrier_counts()
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = int(got.item())
+    if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got < len(counts):
+        raise AssertionError(f"polysemantic_neuron returned {got!r}: return a neuron index, an "
+                             f"int in [0, {len(counts)})")
+    best = int(counts.max())
+    if int(counts[got]) != best:
+        raise AssertionError(
+            f"polysemantic_neuron returned neuron {got}: {int(counts[got])} latents carry at "
+            f"least {NEURON_MIN} of its {NEURON_TOP} strongest activations, and "
+            f"{int((counts == best).sum())} neuron(s) reach {best}. Check that the carrier is "
+            "the latent writing most along the neuron's output direction (activation times the "
+            "cosine with W_out[layer][n]), not simply the most active latent; that you count "
+            f"latents with at least {NEURON_MIN} tokens; and that the neuron is in the MLP of "
+            "the layer *before* the SAE's stream.")
+
+
 # ----------------------------------------------------------------------- mutants
 _TRAIN_TOY = '''import math
 import torch as t
@@ -415,9 +559,12 @@ def sae_forward(x, sae, l1_coeff, k=None):
 
 
 def _forward_mutant(topk_dim="-1", recon="(xh - x).pow(2).sum(-1).mean()",
-                    sparse="z.abs().sum(-1).mean()"):
-    return (_FORWARD.replace("TOPK_DIM", topk_dim).replace("RECON", recon)
-            .replace("SPARSE", sparse))
+                    sparse="z.abs().sum(-1).mean()",
+                    encoder='(x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"]',
+                    decoder='z @ sae["W_dec"] + sae["b_dec"]'):
+    return (_FORWARD.replace('(x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"]', encoder)
+            .replace('z @ sae["W_dec"] + sae["b_dec"]', decoder)
+            .replace("TOPK_DIM", topk_dim).replace("RECON", recon).replace("SPARSE", sparse))
 
 
 _TRAIN_SAE = '''import torch as t
@@ -545,6 +692,74 @@ def _steer_mutant(positions="1:", direction="direction", hook="hook_name"):
             .replace("HOOK", hook))
 
 
+_MEAN_ABLATION = """import torch as t
+def mean_ablation_recovered():
+    from utils.sae import load_pretrained_sae
+    from utils.smollm2 import load_smollm2
+    from utils.text_corpus import pydoc_topics, split_documents, token_sequences
+    model = load_smollm2()
+    sae, config = load_pretrained_sae()
+    hook_name = config["hook_name"]
+    _, heldout = split_documents(pydoc_topics(), test_fraction=0.1, seed=0)
+    tokens = token_sequences(model.tokenizer, heldout, seq_len=128, max_sequences=4, bos_token_id=model.tokenizer.bos_token_id or 1)
+    def splice(new):
+        def hook(act, hook):
+            return t.cat([act[:, :1], new], dim=1)
+        return hook
+    with t.no_grad():
+        ce_clean, cache = model.run_with_cache(tokens, return_type="loss", names_filter=[hook_name])
+        full = cache[hook_name]
+        x = full[:, 1:]
+        x_hat = sae_forward(x.reshape(-1, x.shape[-1]), sae, 0.0, config["k"])["reconstruction"].reshape(x.shape)
+        baseline = BASELINE
+        ce_sae = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook_name, splice(x_hat))])
+        ce_base = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook_name, splice(baseline))])
+    return ((ce_base - ce_sae) / (ce_base - ce_clean)).item()
+"""
+
+_SHIPPED_WEIGHTS = """import torch as t
+def NAME():
+    from utils.sae import load_pretrained_sae
+    sae, _ = load_pretrained_sae()
+    BODY
+"""
+
+
+def _weights_mutant(name, body):
+    return _SHIPPED_WEIGHTS.replace("NAME", name).replace("BODY", body)
+
+
+_POLYSEMANTIC = """import torch as t
+def polysemantic_neuron():
+    from utils.sae import load_pretrained_sae
+    from utils.smollm2 import load_smollm2
+    from utils.text_corpus import pydoc_topics, split_documents, token_sequences
+    model = load_smollm2()
+    sae, config = load_pretrained_sae()
+    layer = config["layer"] - 1
+    nh, sh = f"blocks.{layer}.mlp.hook_post", config["hook_name"]
+    _, heldout = split_documents(pydoc_topics(), test_fraction=0.1, seed=0)
+    rows = token_sequences(model.tokenizer, heldout, seq_len=128, max_sequences=36, bos_token_id=model.tokenizer.bos_token_id or 1)[4:36]
+    with t.no_grad():
+        _, cache = model.run_with_cache(rows, names_filter=[nh, sh], stop_at_layer=config["layer"] + 1)
+    acts = cache[nh][:, 1:].reshape(-1, model.cfg.d_mlp)
+    z = sae_forward(cache[sh][:, 1:].reshape(-1, model.cfg.d_model), sae, 0.0, config["k"])["latents"]
+    w = model.W_out[layer].detach()
+    align = sae["W_dec"] @ (w / w.norm(dim=-1, keepdim=True)).T
+    top = acts.topk(30, dim=0).indices
+    counts = []
+    for n in range(acts.shape[1]):
+        carriers = CARRIERS
+        counts.append(COUNT)
+    return int(t.tensor(counts).argmax())
+"""
+
+
+def _polysemantic_mutant(carriers="(z[top[:, n]] * align[:, n]).argmax(-1)",
+                         count="int((carriers.bincount() >= 3).sum())"):
+    return _POLYSEMANTIC.replace("CARRIERS", carriers).replace("COUNT", count)
+
+
 MUTANTS = {
     "train_toy_model": {
         "no_relu": Mistake(
@@ -555,6 +770,10 @@ MUTANTS = {
             "your loss does not weight the squared errors by importance: multiply each feature's "
             "squared error by importance[f] before summing over the features",
             _toy_mutant(weight="1.0")),
+        "bias_not_trained": Mistake(
+            "your b_final never changes from zero: give it to the optimiser with W, so the model "
+            "can output a dropped feature's mean",
+            _toy_mutant().replace("t.optim.Adam([W, b], lr=lr)", "t.optim.Adam([W], lr=lr)")),
         "sparsity_inverted": Mistake(
             "your features are present with probability 1 - p instead of p: a feature is present "
             "where its uniform draw is below feature_probability",
@@ -569,6 +788,10 @@ MUTANTS = {
             "you took the dot products with the column W_f itself: use its unit direction, the "
             "column divided by (its norm + 1e-8)",
             _stats_mutant(unit="W"), hint=2),
+        "epsilon_dropped": Mistake(
+            "you divided by the norm without the + 1e-8: a dropped feature (a zero column) then "
+            "gives 0 / 0 = nan; add 1e-8 to the norm as the contract says",
+            _stats_mutant(unit="W / norms[:, None, :]")),
         "normalised_over_features": Mistake(
             "you normalised W along the features axis: a feature's direction is its own column "
             "W[i, :, f] divided by that column's norm over d_hidden",
@@ -589,10 +812,15 @@ MUTANTS = {
             _forward_mutant(recon="(xh - x).pow(2).mean()")),
         "b_dec_not_subtracted": Mistake(
             "you encoded x without subtracting b_dec: the encoder reads x - b_dec",
-            _FORWARD.replace('(x - sae["b_dec"])', "x")
-                    .replace("TOPK_DIM", "-1")
-                    .replace("RECON", "(xh - x).pow(2).sum(-1).mean()")
-                    .replace("SPARSE", "z.abs().sum(-1).mean()")),
+            _forward_mutant(encoder='x @ sae["W_enc"] + sae["b_enc"]')),
+        "b_enc_dropped": Mistake(
+            "your pre-activations leave out the encoder bias: add b_enc after multiplying by "
+            "W_enc (it sets each latent's threshold)",
+            _forward_mutant(encoder='(x - sae["b_dec"]) @ sae["W_enc"]')),
+        "b_dec_not_added_back": Mistake(
+            "your reconstruction leaves out b_dec: the decoder adds it back, latents @ W_dec + "
+            "b_dec, as the encoder took it away",
+            _forward_mutant(decoder='z @ sae["W_dec"]')),
     },
     "train_sae": {
         "decoder_not_normalised": Mistake(
@@ -625,6 +853,11 @@ MUTANTS = {
             "you wrote the residuals into the SAE as they are: normalise each one to unit length "
             "first",
             _resample_mutant(normalise="u")),
+        "encoder_scale_ignores_alive_norm": Mistake(
+            "your new encoder columns are 0.2 * u: scale them by 0.2 times the mean norm of the "
+            "live latents' encoder columns, so they start at the size of the others",
+            _resample_mutant().replace("scale = 0.2 * (alive.mean().item() if len(alive) else "
+                                       "1.0)", "scale = 0.2")),
         "bias_not_reset": Mistake(
             "you left the resampled latents' encoder biases as they were: set b_enc of every dead "
             "latent to 0",
@@ -671,6 +904,62 @@ def top_activating_contexts(latent_acts, tokens, k, window, pad_id=0):
         contexts[i, window - len(piece):] = piece
     return {"values": values, "batch_idx": b_idx, "pos_idx": p_idx, "contexts": contexts}
 ''', hint=1),
+    },
+    "mean_ablation_recovered": {
+        "zero_baseline": Mistake(
+            "you measured against zeroing the activation: the baseline of this question is the "
+            "mean activation over the tokens, put at every position but BOS",
+            _MEAN_ABLATION.replace("BASELINE", "t.zeros_like(x)"), hint=1),
+        "mean_includes_bos": Mistake(
+            "your mean includes the BOS positions, whose norm is hundreds of times the others': "
+            "average over positions 1: only",
+            _MEAN_ABLATION.replace("BASELINE", "full.reshape(-1, full.shape[-1]).mean(0)"
+                                               ".expand_as(x)"), hint=1),
+    },
+    "encoder_decoder_cosine": {
+        "encoder_not_normalised": Mistake(
+            "you took dot products without normalising the encoder columns (they are not unit "
+            "length): divide each W_enc[:, i] by its norm first",
+            _weights_mutant("encoder_decoder_cosine",
+                            'return (sae["W_enc"].T * sae["W_dec"]).sum(-1).median().item()'),
+            hint=1),
+        "mean_not_median": Mistake(
+            "you averaged the cosines: the question asks for their median",
+            _weights_mutant("encoder_decoder_cosine",
+                            'e = sae["W_enc"] / sae["W_enc"].norm(dim=0, keepdim=True)\n'
+                            '    return (e.T * sae["W_dec"]).sum(-1).mean().item()')),
+    },
+    "nearest_latent_cosine": {
+        "self_included": Mistake(
+            "each latent found itself as its nearest neighbour (cosine 1): leave the diagonal "
+            "out before taking the largest cosine",
+            _weights_mutant("nearest_latent_cosine",
+                            'd = sae["W_dec"] / sae["W_dec"].norm(dim=1, keepdim=True)\n'
+                            '    return (d @ d.T).max(dim=1).values.median().item()'), hint=2),
+        "encoder_columns": Mistake(
+            "you compared the encoder columns: the dictionary is the decoder rows W_dec[i]",
+            _weights_mutant("nearest_latent_cosine",
+                            'e = sae["W_enc"].T / sae["W_enc"].T.norm(dim=1, keepdim=True)\n'
+                            '    c = e @ e.T\n    c.fill_diagonal_(-2.0)\n'
+                            '    return c.max(dim=1).values.median().item()'), hint=1),
+        "absolute_cosines": Mistake(
+            "you took absolute cosines: the question asks for the largest signed cosine (a "
+            "latent pointing the opposite way is not a near neighbour)",
+            _weights_mutant("nearest_latent_cosine",
+                            'd = sae["W_dec"] / sae["W_dec"].norm(dim=1, keepdim=True)\n'
+                            '    c = (d @ d.T).abs()\n    c.fill_diagonal_(-2.0)\n'
+                            '    return c.max(dim=1).values.median().item()')),
+    },
+    "polysemantic_neuron": {
+        "most_active_latent": Mistake(
+            "your carrier is the most active latent at the token, whatever it writes: the "
+            "carrier is the latent writing most along the neuron's output direction, its "
+            "activation times the cosine of its decoder row with W_out[layer][n]",
+            _polysemantic_mutant(carriers="z[top[:, n]].argmax(-1)"), hint=1),
+        "distinct_carriers": Mistake(
+            "you counted every latent that carries at least one top token: count only the "
+            "latents that carry at least 3 of the 30",
+            _polysemantic_mutant(count="len(set(carriers.tolist()))"), hint=3),
     },
     "steer_generation": {
         "bos_steered_too": Mistake(

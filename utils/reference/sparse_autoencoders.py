@@ -227,3 +227,72 @@ def steer_generation(model, tokens: Int[Tensor, "batch pos"], hook_name: str,
             logits = model.run_with_hooks(out, fwd_hooks=[(hook_name, add)])
             out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return out
+
+
+# ----------------------------------------------------------------------- findings
+def encoder_decoder_cosines(sae: dict[str, Tensor]) -> Float[Tensor, " d_sae"]:
+    """Cosine between each latent's encoder column W_enc[:, i] and its decoder row W_dec[i]."""
+    enc = sae["W_enc"] / sae["W_enc"].norm(dim=0, keepdim=True).clamp_min(1e-8)
+    dec = sae["W_dec"] / sae["W_dec"].norm(dim=1, keepdim=True).clamp_min(1e-8)
+    return (enc.T * dec).sum(-1)
+
+
+def nearest_latent_cosines(sae: dict[str, Tensor]) -> Float[Tensor, " d_sae"]:
+    """For each decoder row, its largest cosine with any *other* decoder row (signed)."""
+    dec = sae["W_dec"] / sae["W_dec"].norm(dim=1, keepdim=True).clamp_min(1e-8)
+    gram = dec @ dec.T
+    gram.fill_diagonal_(-float("inf"))
+    return gram.max(dim=1).values
+
+
+def ablation_losses(model, tokens: Int[Tensor, "batch pos"], hook_name: str,
+                    sae: dict[str, Tensor], k: int | None = None) -> dict[str, float]:
+    """Mean next-token loss clean, with the SAE spliced in, and with positions 1: of
+    ``hook_name`` replaced by zeros or by their mean over all (batch, 1:) tokens; BOS kept."""
+    with torch.no_grad():
+        ce_clean, cache = model.run_with_cache(tokens, return_type="loss",
+                                               names_filter=[hook_name])
+        acts = cache[hook_name][:, 1:]
+        replacements = {"sae": sae_decode(sae_encode(acts, sae, k), sae),
+                        "zero": torch.zeros_like(acts),
+                        "mean": acts.reshape(-1, acts.shape[-1]).mean(0).expand_as(acts)}
+        losses = {"clean": float(ce_clean)}
+        for name, new in replacements.items():
+            def splice(value, hook, new=new):
+                value = value.clone()
+                value[:, 1:] = new
+                return value
+            losses[name] = float(model.run_with_hooks(tokens, return_type="loss",
+                                                      fwd_hooks=[(hook_name, splice)]))
+    return losses
+
+
+def loss_recovered(losses: dict[str, float], baseline: str) -> float:
+    """Share of the ``baseline`` ablation's loss increase that the SAE splice avoids."""
+    return (losses[baseline] - losses["sae"]) / (losses[baseline] - losses["clean"])
+
+
+def neuron_carriers(neuron_acts: Float[Tensor, "tokens d_mlp"],
+                    latents: Float[Tensor, "tokens d_sae"], W_out: Float[Tensor, "d_mlp d_model"],
+                    W_dec: Float[Tensor, "d_sae d_model"], n_top: int
+                    ) -> Int[Tensor, "d_mlp n_top"]:
+    """For every MLP neuron and each of its ``n_top`` largest activations (largest first), the
+    SAE latent that carries most of the neuron's output direction at that token: the argmax
+    over latents of activation * cosine(W_dec[latent], W_out[neuron])."""
+    out_dirs = W_out / W_out.norm(dim=-1, keepdim=True)
+    dec_dirs = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    alignment = dec_dirs @ out_dirs.T  # [d_sae, d_mlp]
+    top_tokens = neuron_acts.topk(n_top, dim=0).indices.T  # [d_mlp, n_top]
+    carriers = torch.empty_like(top_tokens)
+    for start in range(0, top_tokens.shape[0], 128):
+        block = top_tokens[start:start + 128]  # [n, n_top]
+        contributions = latents[block] * alignment[:, start:start + 128].T[:, None, :]
+        carriers[start:start + 128] = contributions.argmax(-1)
+    return carriers
+
+
+def carrier_groups(carriers: Int[Tensor, "d_mlp n_top"], min_tokens: int) -> Int[Tensor, " d_mlp"]:
+    """For every neuron, how many latents carry at least ``min_tokens`` of its top tokens."""
+    counts = torch.zeros(carriers.shape[0], int(carriers.max()) + 1, dtype=torch.long)
+    counts.scatter_add_(1, carriers, torch.ones_like(carriers))
+    return (counts >= min_tokens).sum(-1)
