@@ -13,7 +13,7 @@ The investigations are graded against findings recomputed here from SmolLM2 with
 ``utils.reference.probing`` (never a stored number), on the notebook's own prompts and split.
 Forward passes dominate, so each finding is computed from the least data that gives the
 notebook's answer (the first layers of the 1,000 prompts; the 16 validation and 64 test
-prompts of section 5, with class means from 32 training prompts per class), once per grading
+prompts of section 5, with class means from 80 training prompts per class), once per grading
 process. The notebook asserts the margins that make this safe (each threshold is crossed by a
 wide margin).
 """

@@ -148,7 +148,7 @@ N_PROMPTS, SEED, TEST_FRACTION, WEIGHT_DECAY = 1000, 0, 0.3, 1e-2
 SWEEP_LAYERS = (1, 9, 17, 21, 24, 27, 29)  # the layers section 5 steers
 STEER_PROMPTS_PER_CLASS = 8  # validation prompts for choosing the steering layer
 TEST_PROMPTS_PER_CLASS = 32  # held-out prompts for the ablation
-DIRECTION_PROMPTS_PER_CLASS = 32  # training prompts the checks estimate class means from
+DIRECTION_PROMPTS_PER_CLASS = 80  # training prompts the checks estimate class means from
 
 
 @dataclass
