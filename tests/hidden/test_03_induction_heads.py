@@ -482,25 +482,6 @@ def k_circuit_diagonal_share():
     return sum(shares) / len(shares)'''
 
 
-_SMOL_HEAD_TEMPLATE = '''import torch as t
-from utils.data import repeated_random_tokens
-from utils.smollm2 import load_smollm2
-def smollm2_top_induction_head():
-    smol = load_smollm2()
-    tokens = repeated_random_tokens(4, 40, smol.cfg.d_vocab, 0, bos_token=smol.tokenizer.bos_token_id)
-    seq = tokens.shape[1]
-    dest = t.arange(seq - 40, seq)
-    scores = t.zeros(smol.cfg.n_layers, smol.cfg.n_heads)
-    def hook(pattern, hook):
-        scores[hook.layer()] = {score}
-    smol.run_with_hooks(tokens, return_type=None,
-                        fwd_hooks=[(lambda n: n.endswith("hook_pattern"), hook)])
-    flat = int(scores.flatten().argsort(descending=True)[{rank}])
-    return divmod(flat, smol.cfg.n_heads)'''
-
-_INDUCTION_STRIPE = "pattern[:, :, dest, dest - 39].mean((0, 2))"
-_PREVIOUS_STRIPE = "pattern.diagonal(-1, -2, -1).mean((0, 2))"
-
 _TARGETS_TEMPLATE = '''import torch as t
 def induction_targets(tokens):
     batch, seq = tokens.shape
@@ -726,15 +707,20 @@ def attention_to_targets(model, tokens, targets):
                     log[-1]["step"])
     return {"largest_drop": log[i + 1]["step"], "first_crossing": crossing}'''),
     },
+    # SmolLM2 is a fixed pretrained model, and loading it inside a mutant's sandboxed call
+    # exceeds the call's memory limit: its plausible wrong findings are written as the values
+    # they compute (measured on the chapter's tokens), which no retrain can make right.
     "smollm2_top_induction_head": {
         "previous_token_head": Mistake(
             "you reported SmolLM2's best previous-token head: the question asks for the top of "
             "the induction list",
-            _SMOL_HEAD_TEMPLATE.format(score=_PREVIOUS_STRIPE, rank=0), hint=1),
+            '''def smollm2_top_induction_head():
+    return (16, 0)''', hint=1),
         "runner_up": Mistake(
             "you reported the second-best induction head: the question asks for the head with "
             "the highest induction score",
-            _SMOL_HEAD_TEMPLATE.format(score=_INDUCTION_STRIPE, rank=1), hint=1),
+            '''def smollm2_top_induction_head():
+    return (17, 3)''', hint=1),
     },
     "induction_targets": {
         "earliest_copy": Mistake(
@@ -770,17 +756,7 @@ def attention_to_targets(model, tokens, targets):
             "you reported (minus) SmolLM2's gain from repeated random tokens, section 1's "
             "measure: the question asks for Olsson's score on the corpus documents, loss at "
             "token 200 minus loss at token 20",
-            '''import torch.nn.functional as F
-from utils.data import repeated_random_tokens
-from utils.smollm2 import load_smollm2
-def smollm2_in_context_learning_score():
-    smol = load_smollm2()
-    tokens = repeated_random_tokens(4, 40, smol.cfg.d_vocab, 0, bos_token=smol.tokenizer.bos_token_id)
-    logits = smol(tokens)
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
-                           reduction="none").view(4, -1)
-    first = loss[:, 1:40].mean().item()
-    second = loss[:, 41:80].mean().item()
-    return second - first''', hint=1),
+            '''def smollm2_in_context_learning_score():
+    return -11.17''', hint=1),
     },
 }
