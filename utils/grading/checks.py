@@ -70,12 +70,16 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
-        remaining = self.submission.deadline - time.monotonic()
-        if remaining <= 0:
+        budget = self.submission.budget
+        if budget.remaining() <= 0:
             raise OutOfTime(f"{self.name}: not run: this notebook's grading time ran out")
-        timeout = min(self.timeout, remaining)
-        header, value = self.submission.sandbox.call(
-            self.source, self.name, args, kwargs, timeout, self.memory_mb)
+        timeout = min(self.timeout, budget.remaining())
+        started = time.monotonic()
+        try:
+            header, value = self.submission.sandbox.call(
+                self.source, self.name, args, kwargs, timeout, self.memory_mb)
+        finally:
+            budget.spend(time.monotonic() - started)
         status = header.get("status")
         self.submission.calls.append(RecordedCall(self.name, args, kwargs, self.timeout,
                                                   self.memory_mb, status == "ok", value))
@@ -96,13 +100,31 @@ class RemoteFunction:
         return value
 
 
-class Submission:
-    """The learner's answers as seen by one check; no call runs past ``deadline``."""
+class TimeBudget:
+    """Seconds the learner's code may run in all of one notebook's calls together. Only the
+    sandboxed calls spend it: what the trusted side computes (references, truths of
+    investigations) is the course's own, bounded cost, and a slow machine must not turn it
+    into the learner's lost marks."""
 
-    def __init__(self, sandbox, sources: dict[str, str], deadline: float = math.inf) -> None:
+    def __init__(self, seconds: float = math.inf) -> None:
+        self.seconds = seconds
+        self.spent = 0.0
+
+    def remaining(self) -> float:
+        return self.seconds - self.spent
+
+    def spend(self, seconds: float) -> None:
+        self.spent += seconds
+
+
+class Submission:
+    """The learner's answers as seen by one check; its calls together stay within ``budget``."""
+
+    def __init__(self, sandbox, sources: dict[str, str], budget: TimeBudget | None = None
+                 ) -> None:
         self.sandbox = sandbox
         self.sources = sources
-        self.deadline = deadline
+        self.budget = budget or TimeBudget()
         self.calls: list[RecordedCall] = []  # what each call got and returned (for diagnosis)
 
     def function(self, name: str, timeout: float = 60.0, memory_mb: int = 1024,

@@ -21,12 +21,18 @@ from pathlib import Path
 
 from utils import notebooks, paths
 from utils.grading import trusted_calls
-from utils.grading.checks import CallFailed, OutOfTime, Submission, SubmissionError
+from utils.grading.checks import (
+    CallFailed,
+    OutOfTime,
+    Submission,
+    SubmissionError,
+    TimeBudget,
+)
 from utils.grading.diagnosis import Mistake, same_value
 from utils.grading.overlay import checks_for
 from utils.grading.sandbox import Sandbox
 
-NOTEBOOK_BUDGET = 240.0  # seconds for all of one notebook's checks (each call has its own too)
+NOTEBOOK_BUDGET = 240.0  # seconds the learner's code may run, all of a notebook's calls together
 MESSAGE_LIMIT = 1500
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -177,18 +183,17 @@ class Grader:
 
     @contextlib.contextmanager
     def open_submission(self, sources: dict[str, str],
-                        deadline: float | None = None) -> Iterator[Submission]:
+                        budget: TimeBudget | None = None) -> Iterator[Submission]:
         """The learner's answers as hidden checks see them; every call is sandboxed on its own,
-        and none may run past ``deadline`` (default: the notebook budget from now)."""
-        yield Submission(self.sandbox, sources,
-                         deadline or time.monotonic() + self.notebook_budget)
+        and together they may run for ``budget`` (default: a fresh notebook budget)."""
+        yield Submission(self.sandbox, sources, budget or TimeBudget(self.notebook_budget))
 
     def run_check(self, check: Check, sources: dict[str, str],
-                  deadline: float | None = None) -> ExerciseResult:
+                  budget: TimeBudget | None = None) -> ExerciseResult:
         started = time.monotonic()
         out_of_time = False
         try:
-            with self.open_submission(sources, deadline) as submission:
+            with self.open_submission(sources, budget) as submission:
                 check.func(submission)
         except AssertionError as exc:
             message = str(exc) or "the check failed"
@@ -230,7 +235,7 @@ class Grader:
         matches = []
         for name, mistake in mistakes.items():
             for call in calls:
-                if time.monotonic() > submission.deadline:
+                if submission.budget.remaining() <= 0:
                     return None
                 key = (name, call.key())
                 if key not in self._mistake_outputs:
@@ -247,8 +252,8 @@ class Grader:
     def grade_sources(self, sources: dict[str, str], label: str) -> Report:
         """Grade answer sources (exercise name -> cell source) within the notebook budget."""
         started = time.monotonic()
-        deadline = started + self.notebook_budget
-        results = [self.run_check(check, sources, deadline) for check in self.checks]
+        budget = TimeBudget(self.notebook_budget)
+        results = [self.run_check(check, sources, budget) for check in self.checks]
         report = Report(label, sum(r.points for r in results),
                         sum(r.max_points for r in results), results, self.sandbox_label,
                         round(time.monotonic() - started, 2))
