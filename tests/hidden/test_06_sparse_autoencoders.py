@@ -31,7 +31,9 @@ REFERENCES = {"sae_forward": ref.sae_forward, "train_toy_model": ref.train_toy_m
               "resample_dead_latents": ref.resample_dead_latents,
               "evaluate_sae": ref.evaluate_sae,
               "top_activating_contexts": ref.top_activating_contexts}
-INVESTIGATION_CALL = {"timeout": 180.0, "memory_mb": 3000}
+# Investigation answers may load SmolLM2 and the shipped SAE themselves: the sandbox worker loads
+# SmolLM2 once, so each call shares it.
+SANDBOX_MODELS = ["smollm2"]
 
 TOY = "attn_only_2l"
 SAE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -436,7 +438,7 @@ def _as_float(value, name):
 
 @points(2)
 def test_mean_ablation_recovered(submission):
-    got = _as_float(submission.function("mean_ablation_recovered", **INVESTIGATION_CALL)(),
+    got = _as_float(submission.finding("mean_ablation_recovered", timeout=180.0),
                     "mean_ablation_recovered")
     losses = _ablation_losses()
     expected = ref.loss_recovered(losses, "mean")
@@ -453,7 +455,7 @@ def test_mean_ablation_recovered(submission):
 
 @points(1)
 def test_encoder_decoder_cosine(submission):
-    got = _as_float(submission.function("encoder_decoder_cosine", **INVESTIGATION_CALL)(),
+    got = _as_float(submission.finding("encoder_decoder_cosine", timeout=180.0),
                     "encoder_decoder_cosine")
     cosines = ref.encoder_decoder_cosines(_shipped_sae()[0])
     expected = cosines.median().item()
@@ -468,7 +470,7 @@ def test_encoder_decoder_cosine(submission):
 
 @points(1)
 def test_nearest_latent_cosine(submission):
-    got = _as_float(submission.function("nearest_latent_cosine", **INVESTIGATION_CALL)(),
+    got = _as_float(submission.finding("nearest_latent_cosine", timeout=180.0),
                     "nearest_latent_cosine")
     nearest = ref.nearest_latent_cosines(_shipped_sae()[0])
     expected = nearest.median().item()
@@ -483,7 +485,7 @@ def test_nearest_latent_cosine(submission):
 
 @points(2)
 def test_polysemantic_neuron(submission):
-    got = submission.function("polysemantic_neuron", **INVESTIGATION_CALL)()
+    got = submission.finding("polysemantic_neuron", timeout=180.0)
     counts = _carrier_counts()
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = int(got.item())
