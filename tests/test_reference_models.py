@@ -6,13 +6,15 @@ from utils.grading import checks
 from utils.grading.runner import load_checks_module
 from utils.paths import HIDDEN_CHECKS_DIR
 
-# Which reference model each chapter's warm_up() loads (chapter 2 builds its own folded copy).
+# Which reference models each chapter's warm_up() loads (chapter 2 builds its own folded copy);
+# the second editions' investigations added the toy model to chapter 1 (its W_pos) and
+# SmolLM2 to chapters 3 (natural-text induction) and 6 (the shipped SAE's layer).
 WARMS_UP = {
-    "01_residual_stream": ["smollm2"],
-    "03_induction_heads": ["attn_only_2l"],
+    "01_residual_stream": ["smollm2", "attn_only_2l"],
+    "03_induction_heads": ["attn_only_2l", "smollm2"],
     "04_probing": ["smollm2"],
     "05_activation_patching": ["smollm2"],
-    "06_sparse_autoencoders": ["attn_only_2l"],
+    "06_sparse_autoencoders": ["attn_only_2l", "smollm2"],
 }
 
 
