@@ -25,12 +25,9 @@ from utils.grading.checks import (
 from utils.grading.diagnosis import Mistake
 from utils.reference import sparse_autoencoders as ref
 
-# Later answers call earlier exercises by name; while graded they get the course's versions.
-REFERENCES = {"sae_forward": ref.sae_forward, "train_toy_model": ref.train_toy_model,
-              "superposition_stats": ref.superposition_stats,
-              "resample_dead_latents": ref.resample_dead_latents,
-              "evaluate_sae": ref.evaluate_sae,
-              "top_activating_contexts": ref.top_activating_contexts}
+# Later answers call sae_forward by name; while graded they get the course's version. (Only
+# functions whose work is bounded by their arguments: a trusted call has no time limit.)
+REFERENCES = {"sae_forward": ref.sae_forward}
 # Investigation answers may load SmolLM2 and the shipped SAE themselves: the sandbox worker loads
 # SmolLM2 once, so each call shares it.
 SANDBOX_MODELS = ["smollm2"]

@@ -11,8 +11,11 @@ learner's earlier answer), and never sees the reference's code: it is not on the
 and only values cross. An answer cell that defines the function itself uses its own.
 
 Arguments are tensors, numbers, strings and containers of them, as for any graded call, plus
-models and caches the sandbox built from a trusted recipe (``sandbox_model``...): those cross
-by name, and the trusted side uses its own copy (built from the same recipe).
+models the sandbox built from a trusted recipe (``sandbox_model``): those cross by name, and
+the trusted side uses its own copy. A trusted call has no time limit of its own (the answer's
+call is killed at its limit, but a computation already started on the trusted side runs to
+its end), so list only functions whose work is bounded by the size of their arguments (no
+``steps`` or ``n_samples`` a caller chooses).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import torch
 from utils.grading import codec
 
 MAX_CALLS = 10_000  # per graded call: an answer that loops on a stand-in cannot keep us busy
-RECIPE_PREFIX = "utils.grading.recipes:"
+# Only models cross by name: a cache recipe would let an answer make the trusted side run a
+# forward pass of any size.
+TRUSTED_RECIPES = ("utils.grading.recipes:model",)
 
 
 def available(references: dict[str, Callable], exercises: list[str], graded: str
@@ -44,8 +49,9 @@ _BUILT: dict[str, Any] = {}
 
 def _resolve_recipe(recipe: str, kwargs: dict) -> Any:
     """The trusted side's own copy of a value the sandbox built from ``recipe``."""
-    if not recipe.startswith(RECIPE_PREFIX):
-        raise codec.EncodingError(f"{recipe!r} is not a grading recipe")
+    if recipe not in TRUSTED_RECIPES:
+        raise codec.EncodingError(f"{recipe!r} is not a grading recipe a stand-in accepts "
+                                  "(models cross by name; pass tensors for anything else)")
     tree, blob = codec.encode(kwargs)
     key = recipe + repr(tree) + hashlib.sha256(blob).hexdigest()
     if key not in _BUILT:
