@@ -6,7 +6,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils import notebooks, paths
+from course import notebooks
+from utils import paths
 
 FIXTURE_DIR = paths.TESTS_DIR / "fixture_chapter"
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils import notebooks, paths
+from course import notebooks
+from utils import paths
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

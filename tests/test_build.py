@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from course import build
+from course.authoring import NotebookWriter
 from tests.course_layout import FIXTURE
-from utils import build
-from utils.authoring import NotebookWriter
 
 
 def _solution(answer_body: str, test_body: str = "assert True"):

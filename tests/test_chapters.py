@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 
+from course import build, notebooks
+from course.grading.diagnosis import Mistake, source_of
+from course.grading.runner import checks_in, load_checks_module
 from tests.course_layout import all_chapters
-from utils import build, notebooks
-from utils.grading.diagnosis import Mistake, source_of
-from utils.grading.runner import checks_in, load_checks_module
 
 CHAPTERS = all_chapters()
 each_chapter = pytest.mark.parametrize("layout", CHAPTERS, ids=[c.name for c in CHAPTERS])
@@ -27,7 +27,7 @@ def test_committed_chapter_matches_fresh_build(layout):
     solution = notebooks.read_notebook(layout.solution_notebook)
     expected = build.student_notebook(solution, layout.name)
     committed = notebooks.read_notebook(layout.student_notebook)
-    assert committed == expected, f"run `python -m utils.build` ({layout.name} is stale)"
+    assert committed == expected, f"run `python -m course.build` ({layout.name} is stale)"
     assert build.find_leaks(solution, committed,
                             layout.checks / f"test_{layout.name}.py") == []
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from course import notebooks
+from course.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE, course_chapters
-from utils import check_my_work, notebooks, progress
-from utils.grading.sandbox import bubblewrap_path
+from utils import check_my_work, progress
 
 GOOD_CENTER = "def center_rows(x):\n    return x - x.mean(dim=-1, keepdim=True)\n"
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from course import grade_class, notebooks
+from course.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE, course_chapters
-from utils import grade_class, notebooks, paths
-from utils.grading.sandbox import bubblewrap_path
+from utils import paths
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")
 
@@ -250,7 +251,7 @@ def test_class_on_a_real_chapter(tmp_path):
 
 
 def test_no_submission_reaches_another_in_nbgrader_autograde(tmp_path):
-    from utils import nbgrader_course
+    from course import nbgrader_course
 
     attacks = ["forge_replies", "reopen_worker_pipes", "scrape_earlier_students"]
     expected = _class(tmp_path / "inbox", attacks)
@@ -291,7 +292,8 @@ for d in .pyenv .cache; do
   if [ -d /tmp/.root-seen/$d ]; then mkdir -p /root/$d; mount --bind /tmp/.root-seen/$d /root/$d; fi
 done
 exec setpriv --reuid=1000 --regid=1000 --clear-groups env HOME={tmp_path} \\
-  COURSE_CACHE_DIR={paths.cache_dir()} {sys.executable} -m utils.grade_class {tmp_path / 'inbox'} \\
+  COURSE_CACHE_DIR={paths.cache_dir()} {sys.executable} \\
+  -m course.grade_class {tmp_path / 'inbox'} \\
   --chapter {FIXTURE.name} --jobs 1 --checks {FIXTURE.checks} --released {FIXTURE.chapters} \\
   --csv {tmp_path / 'class.csv'}
 """
@@ -347,7 +349,7 @@ def test_reports_are_trusted_side_text(tmp_path):
 
 
 def test_a_notebook_that_stalls_is_graded_in_bounded_time(tmp_path):
-    from utils.grading.runner import Grader
+    from course.grading.runner import Grader
 
     sleeper = "import time\ndef {name}(*a, **k):\n    time.sleep(3600)\n"
     sources = {n: sleeper.format(name=n) for n in ("center_rows", "mask_future")}
@@ -365,7 +367,7 @@ def test_a_notebook_that_stalls_is_graded_in_bounded_time(tmp_path):
 
 
 def test_unsandboxed_class_grading_is_opt_in_and_loud(tmp_path, monkeypatch, capsys):
-    from utils.grading import sandbox
+    from course.grading import sandbox
 
     _write(tmp_path / "inbox", "solo", {"center_rows": HONEST_CENTER})
     monkeypatch.setitem(sandbox._BWRAP, "path", None)  # as on a machine without bubblewrap

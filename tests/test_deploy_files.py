@@ -18,9 +18,10 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from utils import nbgrader_course, paths
-from utils.bench import BUDGETS
-from utils.pins import read_pins
+from course import nbgrader_course
+from course.bench import BUDGETS
+from course.pins import read_pins
+from utils import paths
 
 DEPLOY = paths.REPO_ROOT / "deploy"
 WORKSHOP = DEPLOY / "workshop" / "jupyterhub_config.py"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.grading.checks import SubmissionError, assert_close
-from utils.grading.diagnosis import Mistake, describe_difference, same_value
+from course.grading.checks import SubmissionError, assert_close
+from course.grading.diagnosis import Mistake, describe_difference, same_value
 
 X = torch.randn(4, 6, generator=torch.Generator().manual_seed(0)) + 0.3
 

@@ -6,11 +6,11 @@ import csv
 
 import pytest
 
+from course import grade_class, notebooks
+from course.grading.diagnosis import source_of
+from course.grading.runner import load_checks_module
+from course.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE
-from utils import grade_class, notebooks
-from utils.grading.diagnosis import source_of
-from utils.grading.runner import load_checks_module
-from utils.grading.sandbox import bubblewrap_path
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")
 

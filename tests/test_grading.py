@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
+from course.grading import codec, sandbox
+from course.grading.runner import Grader, chapter_of
 from tests.course_layout import FIXTURE
 from utils import paths
-from utils.grading import codec, sandbox
-from utils.grading.runner import Grader, chapter_of
 
 FIXTURE_ARGS = ["--checks", str(FIXTURE.checks), "--released", str(FIXTURE.chapters)]
 
@@ -30,7 +30,7 @@ def test_codec_round_trip_keeps_structure_and_values():
 def test_codec_refuses_objects_and_never_builds_sandbox_values_on_trusted_side():
     with pytest.raises(codec.EncodingError, match="cannot be graded"):
         codec.encode(object())
-    tree, blob = codec.encode(codec.SandboxValue("utils.grading.recipes:model", name="x"))
+    tree, blob = codec.encode(codec.SandboxValue("course.grading.recipes:model", name="x"))
     with pytest.raises(codec.EncodingError):
         codec.decode(tree, blob)
     with pytest.raises(ValueError):
@@ -145,7 +145,7 @@ def fixture_grader():
 
 @pytest.mark.parametrize("case", SIDE_EFFECTS)
 def test_changing_an_input_fails_the_call(fixture_grader, case):
-    from utils.grading.checks import Submission, SubmissionError, sandbox_cache, sandbox_model
+    from course.grading.checks import Submission, SubmissionError, sandbox_cache, sandbox_model
 
     source, expected = SIDE_EFFECTS[case]
     clean = "def f(x, cache, model):\n    model.run_with_hooks(x, fwd_hooks=[])\n    return 0\n"
@@ -159,7 +159,7 @@ def test_changing_an_input_fails_the_call(fixture_grader, case):
 
 
 def test_a_partial_overlay_falls_back_to_the_public_checks(tmp_path, monkeypatch):
-    from utils.grading.runner import load_checks_module
+    from course.grading.runner import load_checks_module
 
     (tmp_path / "test_02_qk_ov_circuits.py").write_text("MUTANTS = {}\n")
     monkeypatch.setenv("COURSE_CHECKS_DIR", str(tmp_path))

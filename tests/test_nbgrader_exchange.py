@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
+from course import nbgrader_course, notebooks
+from course.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE
-from utils import nbgrader_course, notebooks
-from utils.grading.sandbox import bubblewrap_path
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")
 

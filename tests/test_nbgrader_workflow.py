@@ -16,12 +16,12 @@ import re
 import pytest
 import torch
 
+from course import nbgrader_course, notebooks
+from course.grading.diagnosis import source_of
+from course.grading.runner import load_checks_module
+from course.grading.sandbox import bubblewrap_path
+from course.rehearse import OWN_OUTPUT, rehearse, submission_with
 from tests.course_layout import FIXTURE
-from utils import nbgrader_course, notebooks
-from utils.grading.diagnosis import source_of
-from utils.grading.runner import load_checks_module
-from utils.grading.sandbox import bubblewrap_path
-from utils.rehearse import OWN_OUTPUT, rehearse, submission_with
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None,
                                 reason="instructor grading needs bubblewrap (apt-get install "

@@ -1,9 +1,9 @@
-"""utils.grading.checks.reference_model: the checks' trusted models, loaded once and shared."""
+"""course.grading.checks.reference_model: the checks' trusted models, loaded once and shared."""
 
 import pytest
 
-from utils.grading import checks
-from utils.grading.runner import load_checks_module
+from course.grading import checks
+from course.grading.runner import load_checks_module
 from utils.paths import HIDDEN_CHECKS_DIR
 
 # Which reference models each chapter's warm_up() loads (chapter 2 builds its own folded copy);

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
+from course import edition, notebooks
 from tests.course_layout import course_chapters
-from utils import edition, notebooks
 
 CHAPTERS = course_chapters()
 

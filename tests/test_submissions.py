@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.grading.sandbox import bubblewrap_path
-from utils.submissions import find_submissions
+from course.grading.sandbox import bubblewrap_path
+from course.submissions import find_submissions
 
 CHAPTER = "02_qk_ov_circuits"
 
@@ -58,8 +58,8 @@ def test_two_candidates_or_none_is_a_problem_row_not_a_guess(tmp_path):
 
 @pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")
 def test_grade_class_grades_a_copy_and_gives_an_ambiguous_folder_an_error_row(tmp_path):
+    from course import grade_class, notebooks
     from tests.course_layout import FIXTURE
-    from utils import grade_class, notebooks
 
     chapter = FIXTURE.name
     stub = notebooks.read_notebook(FIXTURE.student_notebook)

@@ -1,6 +1,6 @@
-"""Shared package for the mechanistic interpretability course.
+"""What the course's notebooks import: models, data, plots, ``claim`` and grading from a cell.
 
-Every notebook imports from here; nothing is reached through ``sys.path`` hacks. One module
-per concern: what each module owns is listed in the README ("For contributors"), and the
-chapter contract is docs/AUTHORING.md.
+Nothing is reached through ``sys.path`` hacks. One module per concern (the README's
+"For contributors" lists them). The machinery that builds, grades and benchmarks the course
+is the sibling package ``course``; the chapter contract is docs/AUTHORING.md.
 """

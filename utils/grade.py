@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from course.grading.runner import chapter_of, grade_notebook
+from course.grading.sandbox import SandboxUnavailable
 from utils import progress
-from utils.grading.runner import chapter_of, grade_notebook
-from utils.grading.sandbox import SandboxUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from utils import notebooks, paths
+from course import notebooks
+from utils import paths
 
 
 def progress_dir() -> Path:

@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from utils.grading.checks import (
+from course.grading.checks import (
     SubmissionError,
     assert_close,
     expect_tensor,
@@ -20,7 +20,7 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from utils.grading.diagnosis import Mistake
+from course.grading.diagnosis import Mistake
 from utils.ioi import make_ioi_dataset
 from utils.reference import residual_stream as ref
 

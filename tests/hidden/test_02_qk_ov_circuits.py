@@ -16,14 +16,14 @@ import functools
 
 import torch
 
-from utils.grading.checks import (
+from course.grading.checks import (
     SubmissionError,
     assert_close,
     assert_number,
     expect_tensor,
     points,
 )
-from utils.grading.diagnosis import Mistake
+from course.grading.diagnosis import Mistake
 from utils.reference import qk_ov_circuits as ref
 
 HALF = 15  # repeated-token half length for the checks (the notebook uses other lengths)

@@ -16,8 +16,7 @@ import re
 
 import torch
 
-from utils.data import repeated_random_tokens
-from utils.grading.checks import (
+from course.grading.checks import (
     SubmissionError,
     assert_close,
     assert_number,
@@ -27,7 +26,8 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from utils.grading.diagnosis import Mistake
+from course.grading.diagnosis import Mistake
+from utils.data import repeated_random_tokens
 from utils.reference import induction_heads as ref
 from utils.reference.qk_ov_circuits import diagonal_argmax_fraction, k_composition_circuit
 

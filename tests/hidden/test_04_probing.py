@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from utils.grading.checks import (
+from course.grading.checks import (
     SubmissionError,
     assert_close,
     assert_number,
@@ -26,7 +26,7 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from utils.grading.diagnosis import Mistake
+from course.grading.diagnosis import Mistake
 from utils.reference import probing as ref
 
 # Prompts the notebook never shows (different nouns and shapes), of different lengths, so

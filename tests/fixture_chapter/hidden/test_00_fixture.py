@@ -2,8 +2,8 @@
 
 import torch
 
-from utils.grading.checks import assert_close, expect_tensor, points
-from utils.grading.diagnosis import Mistake
+from course.grading.checks import assert_close, expect_tensor, points
+from course.grading.diagnosis import Mistake
 
 
 def reference_center_rows(x):

@@ -8,9 +8,13 @@ name this file in the environment's ``etc/ipython/ipython_kernel_config.py``.
 """
 
 
-def _explain_shadowed_utils(course_utils: str) -> None:
+def _explain_shadowed_utils(this_file: str) -> None:
     import os
     import sys
+
+    # This file is course/kernel_guard.py; the course's package is the sibling folder utils/.
+    course_utils = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(this_file))),
+                                "utils")
 
     from IPython import get_ipython
 
@@ -31,5 +35,5 @@ def _explain_shadowed_utils(course_utils: str) -> None:
     shell.set_custom_exc((ImportError,), explain)
 
 
-_explain_shadowed_utils(__import__("os").path.dirname(__file__))
+_explain_shadowed_utils(__file__)
 del _explain_shadowed_utils

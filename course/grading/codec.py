@@ -25,17 +25,28 @@ class EncodingError(ValueError):
     """A value of a type that cannot cross the sandbox boundary."""
 
 
+#: Where trusted recipes may come from: the learner-facing package, or the grader's recipes.
+RECIPE_MODULES = ("utils.", "course.grading.recipes:")
+
+
+def is_recipe_name(recipe: str) -> bool:
+    """Whether ``recipe`` names a function of a module recipes may come from."""
+    return ":" in recipe and recipe.startswith(RECIPE_MODULES)
+
+
 class SandboxValue:
     """A value built *inside* the sandbox by a trusted recipe, e.g. a loaded model.
 
-    ``recipe`` is ``"utils.module:function"``; keyword arguments are encoded like any other
+    ``recipe`` is ``"utils.module:function"`` or ``"course.grading.recipes:function"``
+    (:data:`RECIPE_MODULES`); keyword arguments are encoded like any other
     value (and may themselves be ``SandboxValue``s). The worker builds each distinct recipe
     once and hands every call its own copy-on-write view of it.
     """
 
     def __init__(self, recipe: str, **kwargs: Any) -> None:
-        if not recipe.startswith("utils.") or ":" not in recipe:
-            raise ValueError(f"recipe must be 'utils.<module>:<function>', got {recipe!r}")
+        if not is_recipe_name(recipe):
+            raise ValueError("recipe must be 'utils.<module>:<function>' or "
+                             f"'course.grading.recipes:<function>', got {recipe!r}")
         self.recipe = recipe
         self.kwargs = kwargs
 
