@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from utils.head_scores import induction_score, previous_token_score
 from utils.toy_models import attn_only_config, state_dicts_equal
-from utils.training import RECIPES, check_heads, deterministic_torch, retrain, train_attn_only
+from utils.training import (
+    RECIPES,
+    TrainingConfig,
+    check_heads,
+    deterministic_torch,
+    retrain,
+    train_attn_only,
+)
 
 TINY = attn_only_config(n_layers=2, d_model=32, n_heads=2, d_head=16, n_ctx=48, d_vocab=64)
-TINY_KW = dict(
-    lr=1e-3, batch_size=8, log_every=15, heldout_batch=4, heldout_half_len=20,
-    max_period=16, progress=False,
-)
+TINY_TRAINING = TrainingConfig(steps=15, seed=11, lr=1e-3, batch_size=8, log_every=15,
+                               heldout_batch=4, heldout_half_len=20, max_period=16)
+
+
+def _train_tiny(callback=None, max_seconds=None, guard_steps=20, **changes):
+    """The tiny model trained with ``TINY_TRAINING`` (``changes`` replace its settings)."""
+    return train_attn_only(TINY, replace(TINY_TRAINING, **changes), progress=False,
+                           callback=callback, max_seconds=max_seconds, guard_steps=guard_steps)
 
 
 # ----------------------------------------------------------------------------- hand-made patterns
@@ -113,9 +126,9 @@ def test_deterministic_torch_restores_settings():
 
 def test_training_is_bit_identical_for_a_seed():
     state = torch.get_rng_state()
-    a = train_attn_only(TINY, steps=15, seed=11, **TINY_KW)
-    b = train_attn_only(TINY, steps=15, seed=11, **TINY_KW)
-    c = train_attn_only(TINY, steps=15, seed=12, **TINY_KW)
+    a = _train_tiny()
+    b = _train_tiny()
+    c = _train_tiny(seed=12)
     assert torch.equal(state, torch.get_rng_state())
     assert not a.model.training
     assert state_dicts_equal(a.model.state_dict(), b.model.state_dict())
@@ -141,28 +154,28 @@ def test_callback_is_logged_and_time_guard_stops_at_a_prefix():
         calls.append(1)
         return {"extra_metric": 1.5}
 
-    full = train_attn_only(TINY, steps=15, seed=11, callback=callback, **TINY_KW)
+    full = _train_tiny(callback=callback)
     assert len(calls) == len(full.log) == 2
     assert all(entry["extra_metric"] == 1.5 for entry in full.log)
     assert full.steps_done == 15 and not full.stopped_early
 
     # max_seconds=0: the projection exceeds the budget as soon as the guard looks (step 3).
-    stopped = train_attn_only(TINY, steps=15, seed=11, max_seconds=0.0, guard_steps=3, **TINY_KW)
+    stopped = _train_tiny(max_seconds=0.0, guard_steps=3)
     assert stopped.stopped_early and stopped.steps_done == 3
     assert [entry["step"] for entry in stopped.log] == [0, 3]
-    short = train_attn_only(TINY, steps=3, seed=11, **TINY_KW)
+    short = _train_tiny(steps=3)
     assert state_dicts_equal(stopped.model.state_dict(), short.model.state_dict())
     assert not stopped.model.training
 
     # a generous budget changes nothing
-    roomy = train_attn_only(TINY, steps=15, seed=11, max_seconds=1e6, guard_steps=3, **TINY_KW)
+    roomy = _train_tiny(max_seconds=1e6, guard_steps=3)
     assert not roomy.stopped_early
     assert state_dicts_equal(roomy.model.state_dict(), full.model.state_dict())
 
     with pytest.raises(ValueError, match="clash"):
-        train_attn_only(TINY, steps=1, seed=11, callback=lambda model: {"step": 0}, **TINY_KW)
+        _train_tiny(steps=1, callback=lambda model: {"step": 0})
     with pytest.raises(TypeError, match="dict"):
-        train_attn_only(TINY, steps=1, seed=11, callback=lambda model: 1.0, **TINY_KW)
+        _train_tiny(steps=1, callback=lambda model: 1.0)
 
 
 def test_write_trained_model_replaces_the_folder_only_when_the_heads_formed(
@@ -175,8 +188,9 @@ def test_write_trained_model_replaces_the_folder_only_when_the_heads_formed(
     from utils.training import write_trained_model
 
     cfg = attn_only_config(n_layers=2, d_model=16, n_heads=2, d_head=8, n_ctx=128, d_vocab=64)
-    result = train_attn_only(cfg, steps=1, seed=0, heldout_batch=2, progress=False)
-    recipe = {"cfg": cfg, "train": {"bos_token": 0}, "require": {"induction_layer1": 0.0}}
+    training = TrainingConfig(steps=1, seed=0, heldout_batch=2)
+    result = train_attn_only(cfg, training, progress=False)
+    recipe = {"cfg": cfg, "train": training, "require": {"induction_layer1": 0.0}}
     monkeypatch.setitem(RECIPES, "tiny", recipe)
     out = tmp_path / "weights" / "tiny"
     out.mkdir(parents=True)
@@ -203,9 +217,10 @@ def test_write_trained_model_replaces_the_folder_only_when_the_heads_formed(
 
 def test_recipe_is_json_friendly():
     import json
+    from dataclasses import asdict
 
     for recipe in RECIPES.values():
-        json.dumps(recipe)
+        json.dumps({**recipe, "train": asdict(recipe["train"])})
 
 
 # ----------------------------------------------------------------------------- full retrain
@@ -218,7 +233,19 @@ def test_full_retrain_forms_the_heads(tmp_path):
     log = retrain("attn_only_2l", tmp_path / "attn_only_2l", progress=False)
     verify_checksums(tmp_path / "attn_only_2l")
     model = load_toy_model(tmp_path / "attn_only_2l")
-    fresh = check_heads(model, bos_token=RECIPES["attn_only_2l"]["train"]["bos_token"], seed=99)
+    fresh = check_heads(model, bos_token=RECIPES["attn_only_2l"]["train"].bos_token, seed=99)
     assert fresh["prev_token_score_layer0"] >= 0.4
     assert fresh["induction_score_layer1"] >= 0.6
     assert log["training_seconds"] < 600
+
+
+def test_the_recipe_in_code_is_the_one_the_shipped_model_was_trained_with():
+    import json
+    from dataclasses import asdict
+
+    from utils.paths import WEIGHTS_DIR
+
+    shipped = json.loads((WEIGHTS_DIR / "attn_only_2l" / "training_log.json").read_text())
+    recipe = asdict(RECIPES["attn_only_2l"]["train"])
+    recipe["heldout_half_len"] = shipped["hyperparameters"]["heldout_half_len"]  # resolved
+    assert {k: shipped["hyperparameters"][k] for k in recipe} == recipe

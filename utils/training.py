@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from utils.weights_files import atomic_folder, package_version
 __all__ = [
     "RECIPES",
     "TrainResult",
+    "TrainingConfig",
     "deterministic_torch",
     "evaluate_heads",
     "retrain",
@@ -57,6 +58,38 @@ __all__ = [
 #: Held-out batch: repeated random tokens drawn with this fixed seed (never used for training).
 HELDOUT_SEED = 2_147_483_647
 
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How :func:`train_attn_only` trains: optimisation, data and evaluation settings.
+
+    ``steps`` AdamW steps (``betas=(0.9, 0.99)``) at learning rate ``lr`` after a linear
+    warm-up over ``warmup_steps``, on batches of ``batch_size`` rows, gradient norms clipped to
+    ``grad_clip`` (``None``: no clipping). Data: :func:`training_mixture`, a
+    ``repeat_fraction`` of the rows a random block tiled with a period drawn from
+    ``min_period..max_period``, ``bos_token`` at position 0 (``None``: no BOS). Evaluation
+    every ``log_every`` steps on ``heldout_batch`` rows of repeated random tokens, each half
+    ``heldout_half_len`` long (``None``: up to 50, as fits the context). ``num_threads`` pins
+    the thread count for determinism (``None`` leaves it alone). Change one setting with
+    ``dataclasses.replace(config, steps=600)``.
+    """
+
+    steps: int
+    seed: int
+    lr: float = 1e-3
+    batch_size: int = 32
+    log_every: int = 50
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    grad_clip: float | None = 1.0
+    repeat_fraction: float = 0.5
+    min_period: int = 4
+    max_period: int = 64
+    bos_token: int | None = 0
+    heldout_batch: int = 32
+    heldout_half_len: int | None = None
+    num_threads: int | None = None
+
+
 #: Shipped models: everything needed to rebuild them bit-for-bit on the same machine.
 RECIPES: dict[str, dict[str, Any]] = {
     "attn_only_2l": {
@@ -64,23 +97,13 @@ RECIPES: dict[str, dict[str, Any]] = {
             n_layers=2, d_model=128, n_heads=4, d_head=32, n_ctx=128, d_vocab=512,
             model_name="attn_only_2l",
         ),
-        "train": {
-            "steps": 1500,
-            "seed": 0,
-            "lr": 1e-3,
-            "batch_size": 32,
-            "log_every": 50,
-            "weight_decay": 0.0,
-            "warmup_steps": 50,
-            "grad_clip": 1.0,
+        "train": TrainingConfig(
+            steps=1500, seed=0, lr=1e-3, batch_size=32, log_every=50, weight_decay=0.0,
+            warmup_steps=50, grad_clip=1.0,
             # Every row a random block tiled with a random period: with half the rows uniform
             # random tokens (the first recipe tried) no head formed within 2,500 steps.
-            "repeat_fraction": 1.0,
-            "min_period": 8,
-            "max_period": 63,
-            "bos_token": 0,
-            "num_threads": None,
-        },
+            repeat_fraction=1.0, min_period=8, max_period=63, bos_token=0, num_threads=None,
+        ),
         # Acceptance thresholds checked on fresh repeated random tokens after training.
         "require": {"prev_token_layer0": 0.4, "induction_layer1": 0.6},
     },
@@ -191,39 +214,24 @@ def _lr_at(step: int, lr: float, warmup_steps: int, steps: int) -> float:
 
 def train_attn_only(
     cfg: dict[str, Any],
-    steps: int,
-    seed: int,
-    lr: float = 1e-3,
-    batch_size: int = 32,
-    log_every: int = 50,
+    training: TrainingConfig,
     *,
-    weight_decay: float = 0.0,
-    warmup_steps: int = 50,
-    grad_clip: float | None = 1.0,
-    repeat_fraction: float = 0.5,
-    min_period: int = 4,
-    max_period: int = 64,
-    bos_token: int | None = 0,
-    heldout_batch: int = 32,
-    heldout_half_len: int | None = None,
-    num_threads: int | None = None,
     progress: bool = True,
     callback: Callable[[Any], dict[str, Any]] | None = None,
     max_seconds: float | None = None,
     guard_steps: int = 20,
 ) -> TrainResult:
-    """Train a toy model from ``make_toy_model(cfg, seed)`` on :func:`training_mixture` data.
+    """Train a toy model from ``make_toy_model(cfg, training.seed)`` as ``training`` says.
 
-    Next-token cross-entropy on every position, AdamW (``betas=(0.9, 0.99)``), linear warm-up
-    then constant, gradient-norm clipping. Step ``s`` trains on
-    ``training_mixture(..., seed=seed * 1_000_003 + s)``, so every batch is reproducible.
+    Next-token cross-entropy on every position (see :class:`TrainingConfig` for the optimiser,
+    schedule and data). Step ``s`` trains on ``training_mixture(..., seed=seed * 1_000_003 +
+    s)``, so every batch is reproducible.
 
     At step 0, every ``log_every`` steps and at the end the log records ``step``,
     ``train_loss`` (mean over the steps since the previous entry), ``lr``, the held-out
     losses on a fixed repeated-random-tokens batch (first vs second half), the best
     previous-token score in layer 0 and the best induction score in layer 1 (with head
-    indices), all heads' scores, and ``elapsed_s``. ``num_threads`` pins the thread count for
-    determinism (``None`` leaves it alone).
+    indices), all heads' scores, and ``elapsed_s``.
 
     ``callback(model)``, if given, is called at every log point (model in eval mode, no
     gradients) and must return a dict of extra entries for the log (keys must not clash with
@@ -236,43 +244,33 @@ def train_attn_only(
     """
     n_ctx = cfg["n_ctx"]
     d_vocab = cfg["d_vocab"]
-    prefix = 0 if bos_token is None else 1
-    if heldout_half_len is None:
-        heldout_half_len = min(50, (n_ctx - prefix) // 2)
-    if max_period > n_ctx - prefix:
-        raise ValueError(f"max_period {max_period} does not fit in n_ctx {n_ctx}")
+    prefix = 0 if training.bos_token is None else 1
+    if training.heldout_half_len is None:
+        training = replace(training, heldout_half_len=min(50, (n_ctx - prefix) // 2))
+    if training.max_period > n_ctx - prefix:
+        raise ValueError(f"max_period {training.max_period} does not fit in n_ctx {n_ctx}")
+    steps, seed, lr = training.steps, training.seed, training.lr
+    warmup_steps, heldout_half_len = training.warmup_steps, training.heldout_half_len
     hyper = {
-        "steps": steps,
-        "seed": seed,
-        "lr": lr,
-        "batch_size": batch_size,
-        "log_every": log_every,
-        "weight_decay": weight_decay,
-        "warmup_steps": warmup_steps,
-        "grad_clip": grad_clip,
-        "repeat_fraction": repeat_fraction,
-        "min_period": min_period,
-        "max_period": max_period,
-        "bos_token": bos_token,
-        "heldout_batch": heldout_batch,
-        "heldout_half_len": heldout_half_len,
+        **asdict(training),
         "heldout_seed": HELDOUT_SEED,
-        "num_threads": num_threads,
         "seq_len": n_ctx,
         "optimizer": "AdamW(betas=(0.9, 0.99))",
         "schedule": "linear warm-up over warmup_steps, then constant lr",
         "data": "utils.data.training_mixture(seed=seed * 1_000_003 + step)",
     }
     heldout = repeated_random_tokens(
-        heldout_batch, heldout_half_len, d_vocab, HELDOUT_SEED, bos_token=bos_token
+        training.heldout_batch, heldout_half_len, d_vocab, HELDOUT_SEED,
+        bos_token=training.bos_token,
     )
     log: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with deterministic_torch(num_threads):
+    with deterministic_torch(training.num_threads):
         model = make_toy_model(cfg, seed)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99),
+                                weight_decay=training.weight_decay)
 
         def record(step: int, losses: list[float]) -> dict[str, Any]:
             entry: dict[str, Any] = {
@@ -307,9 +305,9 @@ def train_attn_only(
         bar = tqdm(range(steps), desc="training", disable=not progress, mininterval=1.0)
         for step in bar:
             tokens = training_mixture(
-                batch_size, n_ctx, d_vocab, seed * 1_000_003 + step,
-                repeat_fraction=repeat_fraction, min_period=min_period,
-                max_period=max_period, bos_token=bos_token,
+                training.batch_size, n_ctx, d_vocab, seed * 1_000_003 + step,
+                repeat_fraction=training.repeat_fraction, min_period=training.min_period,
+                max_period=training.max_period, bos_token=training.bos_token,
             )
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, lr, warmup_steps, steps)
@@ -317,12 +315,12 @@ def train_attn_only(
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            if training.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, training.grad_clip)
             opt.step()
             losses.append(loss.item())
             done = step + 1
-            if done % log_every == 0 or done == steps:
+            if done % training.log_every == 0 or done == steps:
                 entry = record(done, losses)
                 losses = []
                 bar.set_postfix(
@@ -385,7 +383,7 @@ def retrain(name: str, out_dir: Path | None = None, progress: bool = True) -> di
         raise KeyError(f"unknown model {name!r}; known: {sorted(RECIPES)}")
     recipe = RECIPES[name]
     out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR / name
-    result = train_attn_only(recipe["cfg"], progress=progress, **recipe["train"])
+    result = train_attn_only(recipe["cfg"], recipe["train"], progress=progress)
     return write_trained_model(name, result, out_dir)
 
 
@@ -398,7 +396,7 @@ def write_trained_model(name: str, result: TrainResult, out_dir: Path | None = N
     """
     recipe = RECIPES[name]
     out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR / name
-    bos = recipe["train"]["bos_token"]
+    bos = recipe["train"].bos_token
     fresh = check_heads(result.model, bos)
     final = result.log[-1]
     summary = {
