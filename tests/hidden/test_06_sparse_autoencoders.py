@@ -601,8 +601,7 @@ def _train_sae_mutant(init_check="init is None", topk_dim="-1", l1_target="z",
             .replace("L1_TARGET", l1_target).replace("NORMALISE", normalise))
 
 
-_RESAMPLE = '''import torch as t
-def resample_dead_latents(activations, latents, sae):
+_RESAMPLE = '''def resample_dead_latents(activations, latents, sae):
     dead = DEAD
     W_enc, b_enc, W_dec = sae["W_enc"].clone(), sae["b_enc"].clone(), sae["W_dec"].clone()
     idx = dead.nonzero().flatten()
@@ -716,8 +715,7 @@ def mean_ablation_recovered():
     return ((ce_base - ce_sae) / (ce_base - ce_clean)).item()
 """
 
-_SHIPPED_WEIGHTS = """import torch as t
-def NAME():
+_SHIPPED_WEIGHTS = """def NAME():
     from utils.sae import load_pretrained_sae
     sae, _ = load_pretrained_sae()
     BODY
@@ -743,8 +741,7 @@ def polysemantic_neuron():
         _, cache = model.run_with_cache(rows, names_filter=[nh, sh], stop_at_layer=config["layer"] + 1)
     acts = cache[nh][:, 1:].reshape(-1, model.cfg.d_mlp)
     z = sae_forward(cache[sh][:, 1:].reshape(-1, model.cfg.d_model), sae, 0.0, config["k"])["latents"]
-    w = model.W_out[layer].detach()
-    align = sae["W_dec"] @ (w / w.norm(dim=-1, keepdim=True)).T
+    ALIGN
     top = acts.topk(30, dim=0).indices
     counts = []
     for n in range(acts.shape[1]):
@@ -755,8 +752,11 @@ def polysemantic_neuron():
 
 
 def _polysemantic_mutant(carriers="(z[top[:, n]] * align[:, n]).argmax(-1)",
-                         count="int((carriers.bincount() >= 3).sum())"):
-    return _POLYSEMANTIC.replace("CARRIERS", carriers).replace("COUNT", count)
+                         count="int((carriers.bincount() >= 3).sum())",
+                         align='w = model.W_out[layer].detach()\n'
+                               '    align = sae["W_dec"] @ (w / w.norm(dim=-1, keepdim=True)).T'):
+    return (_POLYSEMANTIC.replace("CARRIERS", carriers).replace("COUNT", count)
+            .replace("ALIGN", align))
 
 
 MUTANTS = {
@@ -855,8 +855,10 @@ MUTANTS = {
         "encoder_scale_ignores_alive_norm": Mistake(
             "your new encoder columns are 0.2 * u: scale them by 0.2 times the mean norm of the "
             "live latents' encoder columns, so they start at the size of the others",
-            _resample_mutant().replace("scale = 0.2 * (alive.mean().item() if len(alive) else "
-                                       "1.0)", "scale = 0.2")),
+            _resample_mutant().replace(
+                "alive = sae[\"W_enc\"][:, ~dead].norm(dim=0)\n"
+                "        scale = 0.2 * (alive.mean().item() if len(alive) else 1.0)",
+                "scale = 0.2")),
         "bias_not_reset": Mistake(
             "you left the resampled latents' encoder biases as they were: set b_enc of every dead "
             "latent to 0",
@@ -954,7 +956,7 @@ def top_activating_contexts(latent_acts, tokens, k, window, pad_id=0):
             "your carrier is the most active latent at the token, whatever it writes: the "
             "carrier is the latent writing most along the neuron's output direction, its "
             "activation times the cosine of its decoder row with W_out[layer][n]",
-            _polysemantic_mutant(carriers="z[top[:, n]].argmax(-1)"), hint=1),
+            _polysemantic_mutant(carriers="z[top[:, n]].argmax(-1)", align=""), hint=1),
         "distinct_carriers": Mistake(
             "you counted every latent that carries at least one top token: count only the "
             "latents that carry at least 3 of the 30",
