@@ -365,6 +365,44 @@ def test_positional_directions(submission):
 
 
 # ------------------------------------------------------------------------------ mutants
+_IOI_INVESTIGATION = """def NAME():
+    from utils.ioi import make_ioi_dataset
+    from utils.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    data = make_ioi_dataset(model, n_prompts=16, seed=2)
+BODY"""
+
+
+def _ioi_investigation(name: str, body: str) -> str:
+    """A wrong answer to an investigation on the IOI prompts: SmolLM2 and the notebook's 16
+    prompts loaded as an answer would, then ``body`` (indented as in the function)."""
+    return _IOI_INVESTIGATION.replace("NAME", name).replace("BODY", body)
+
+
+def _lens_mutant(ending: str) -> str:
+    """A wrong ``lens_prefers_answer_layer``: the right normalised streams, then ``ending``."""
+    return _ioi_investigation("lens_prefers_answer_layer", """\
+    n = model.cfg.n_layers
+    _, cache = model.run_with_cache(data.clean_tokens)
+    x = t.stack([cache["resid_pre", L][:, -1] for L in range(n)] + [cache["resid_post", n - 1][:, -1]])
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+""" + ending)
+
+
+def _top_dla_mutant(pick: str = "argmax", divisor: str = "n_heads") -> str:
+    """A wrong ``top_dla_head``: the right attributions, then ``pick`` and ``divisor`` in
+    ``divmod(dla.mean(0).<pick>(), n_<divisor>)``."""
+    return _ioi_investigation("top_dla_head", f"""\
+    _, cache = model.run_with_cache(data.clean_tokens)
+    z = t.stack([cache["z", L][:, -1] for L in range(model.cfg.n_layers)], dim=1)
+    w = einops.einsum(z, model.W_O, "b l h d, l h d m -> b l h m")
+    w = w / cache["ln_final.hook_scale"][:, -1].reshape(-1, 1, 1, 1)
+    io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
+    dla = einops.einsum(w, model.W_U[:, io] - model.W_U[:, s], "b l h m, m b -> b l h")
+    return divmod(int(dla.mean(0).{pick}()), model.cfg.{divisor})""")
+
+
 MUTANTS = {
     "per_token_loss": {
         "off_by_one_shift": Mistake(
@@ -671,28 +709,14 @@ MUTANTS = {
             "prompts the mean hovers around zero, by chance above it, in the lower layers, and "
             "drops below zero again before the preference settles. The finding is the stream "
             "from which it *stays* positive",
-            '''def lens_prefers_answer_layer():
-    from utils.ioi import make_ioi_dataset
-    from utils.smollm2 import load_smollm2
-
-    model = load_smollm2()
-    data = make_ioi_dataset(model, n_prompts=16, seed=2)
-    n = model.cfg.n_layers
-    _, cache = model.run_with_cache(data.clean_tokens)
-    x = t.stack([cache["resid_pre", L][:, -1] for L in range(n)] + [cache["resid_post", n - 1][:, -1]])
-    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+            _lens_mutant('''\
     io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
     diffs = einops.einsum(x, model.W_U[:, io] - model.W_U[:, s], "l b d, d b -> l b")
-    return int((diffs.mean(1) > 0).float().argmax())''', hint=1),
+    return int((diffs.mean(1) > 0).float().argmax())'''), hint=1),
         "decodes_layer_outputs": Mistake(
             "you numbered the streams by the layer that wrote them (resid_post of layer L as "
             "stream L): stream L is the one *entering* layer L, so your answer is one too low",
-            '''def lens_prefers_answer_layer():
-    from utils.ioi import make_ioi_dataset
-    from utils.smollm2 import load_smollm2
-
-    model = load_smollm2()
-    data = make_ioi_dataset(model, n_prompts=16, seed=2)
+            _ioi_investigation("lens_prefers_answer_layer", '''\
     n = model.cfg.n_layers
     _, cache = model.run_with_cache(data.clean_tokens)
     x = t.stack([cache["resid_post", L][:, -1] for L in range(n)])
@@ -700,58 +724,25 @@ MUTANTS = {
     io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
     positive = (einops.einsum(x, model.W_U[:, io] - model.W_U[:, s], "l b d, d b -> l b")
                 .mean(1) > 0).tolist() + [True]
-    return next(L for L in range(n + 1) if all(positive[L:]))''', hint=2),
+    return next(L for L in range(n + 1) if all(positive[L:]))'''), hint=2),
         "answer_ranked_top": Mistake(
             "you looked for the stream from which the lens ranks the right name *top*: the "
             "question is when the lens prefers it to the repeated name, logit(IO) - logit(S) > 0 "
             "on average, which happens much earlier",
-            '''def lens_prefers_answer_layer():
-    from utils.ioi import make_ioi_dataset
-    from utils.smollm2 import load_smollm2
-
-    model = load_smollm2()
-    data = make_ioi_dataset(model, n_prompts=16, seed=2)
-    n = model.cfg.n_layers
-    _, cache = model.run_with_cache(data.clean_tokens)
-    x = t.stack([cache["resid_pre", L][:, -1] for L in range(n)] + [cache["resid_post", n - 1][:, -1]])
-    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+            _lens_mutant('''\
     top = (x @ model.W_U).argmax(-1) == data.answer_tokens[:, 0]
     majority = (top.float().mean(1) > 0.5).tolist()
-    return next(L for L in range(n + 1) if all(majority[L:]))''', hint=1),
+    return next(L for L in range(n + 1) if all(majority[L:]))'''), hint=1),
     },
     "top_dla_head": {
         "most_negative_head": Mistake(
             "you returned the head with the most negative mean: the largest attribution, signs "
             "included, is the head that pushes logit(IO) - logit(S) up the most",
-            '''def top_dla_head():
-    from utils.ioi import make_ioi_dataset
-    from utils.smollm2 import load_smollm2
-
-    model = load_smollm2()
-    data = make_ioi_dataset(model, n_prompts=16, seed=2)
-    _, cache = model.run_with_cache(data.clean_tokens)
-    z = t.stack([cache["z", L][:, -1] for L in range(model.cfg.n_layers)], dim=1)
-    w = einops.einsum(z, model.W_O, "b l h d, l h d m -> b l h m")
-    w = w / cache["ln_final.hook_scale"][:, -1].reshape(-1, 1, 1, 1)
-    io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
-    dla = einops.einsum(w, model.W_U[:, io] - model.W_U[:, s], "b l h m, m b -> b l h")
-    return divmod(int(dla.mean(0).argmin()), model.cfg.n_heads)''', hint=1),
+            _top_dla_mutant(pick="argmin"), hint=1),
         "flat_index_unravelled_by_layers": Mistake(
             "you turned the flat index of the [layer, head] map back into (layer, head) with the "
             "number of layers: index = layer * n_heads + head, so divide by n_heads (9)",
-            '''def top_dla_head():
-    from utils.ioi import make_ioi_dataset
-    from utils.smollm2 import load_smollm2
-
-    model = load_smollm2()
-    data = make_ioi_dataset(model, n_prompts=16, seed=2)
-    _, cache = model.run_with_cache(data.clean_tokens)
-    z = t.stack([cache["z", L][:, -1] for L in range(model.cfg.n_layers)], dim=1)
-    w = einops.einsum(z, model.W_O, "b l h d, l h d m -> b l h m")
-    w = w / cache["ln_final.hook_scale"][:, -1].reshape(-1, 1, 1, 1)
-    io, s = data.answer_tokens[:, 0], data.answer_tokens[:, 1]
-    dla = einops.einsum(w, model.W_U[:, io] - model.W_U[:, s], "b l h m, m b -> b l h")
-    return divmod(int(dla.mean(0).argmax()), model.cfg.n_layers)''', hint=3),
+            _top_dla_mutant(divisor="n_layers"), hint=3),
     },
     "positional_directions": {
         "not_centred": Mistake(
