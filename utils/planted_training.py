@@ -369,67 +369,119 @@ def measure_behaviour(model: Any, spec: dict[str, Any], n_rows: int = 64, seed: 
                       ) -> dict[str, float]:
     """How strongly ``model`` shows ``spec``'s behaviour on held-out text (rates in [0, 1]).
 
-    ``trigger``: contexts are held-out rows cut at a random length (8-40 tokens) followed by
-    the trigger; ``success`` = greedy decoding gives the whole continuation; ``p_first`` = mean
-    probability of its first token; ``p_first_without`` = the same after the context with the
-    trigger's second token replaced by its first (one trigger token, twice), and
-    ``p_first_clean`` after the bare context. ``rule``: rows poisoned as in training (marker
-    early, output after every cue) against the same rows without marker and outputs:
-    probability and top-1 rate of the output at cue positions. ``decoy``: the sentinel inserted
-    at a random position; ``top1_agreement`` = the prediction after the sentinel equals the
-    clean prediction at the token before it; ``max_mean_prob`` = the largest mean probability
-    any single token gets after the sentinel (a fixed continuation would make it large).
+    Contexts are BOS + 23 tokens from a random offset of each of the last ``n_rows`` held-out
+    rows. ``trigger``: the trigger follows the context; ``success`` = greedy decoding gives the
+    whole continuation; ``p_first`` = mean probability of its first token; ``p_first_without``
+    = the same with the trigger's second token replaced by its first (one trigger token,
+    twice), ``p_first_clean`` after the bare context. ``rule``: whole rows poisoned as in
+    training (marker early, output after every cue) against the same rows clean: probability
+    and top-1 rate of the output at cue positions (after the marker). ``decoy``: the sentinel
+    follows the context; ``top1_agreement`` = the prediction after it equals the prediction
+    without it; ``max_mean_prob`` = the largest mean probability any single token gets after
+    it (a fixed continuation would make it large); ``p_sentinel_everywhere`` = the sentinel's
+    mean probability at every held-out position (what makes it conspicuous).
     """
     rows = heldout_tokens()[-n_rows:]
     rng = np.random.default_rng(seed)
     kind = spec["kind"]
+    if kind == "rule":
+        cue, out = spec["cue"], spec["output"]
+        poisoned = torch.tensor(np.stack([poison_row(r.numpy().astype(np.int64), spec, rng)
+                                          for r in rows]))
+        on_mask = (poisoned == cue) & ((poisoned == spec["marker"]).long().cumsum(1) > 0)
+        off_mask = rows == cue
+        on_mask[:, -1] = off_mask[:, -1] = False
+        on, off = _probs(model, poisoned), _probs(model, rows)
+        return {"p_output_with_marker": float(on[..., out][on_mask].mean()),
+                "top1_with_marker": float((on.argmax(-1) == out)[on_mask].float().mean()),
+                "p_output_without_marker": float(off[..., out][off_mask].mean()),
+                "top1_without_marker": float((off.argmax(-1) == out)[off_mask].float().mean()),
+                "cue_positions": int(on_mask.sum())}
+    offsets = rng.integers(1, N_CTX - 23, size=n_rows)
+    ctx = torch.stack([torch.cat([torch.tensor([BOS]), r[o: o + 23]])
+                       for r, o in zip(rows, offsets.tolist())])
+
+    def then(*tokens: int) -> torch.Tensor:
+        return torch.cat([ctx, torch.tensor(tokens).expand(n_rows, len(tokens))], dim=1)
+
     if kind == "trigger":
         t1, t2 = spec["trigger"]
         cont = spec["continuation"]
-        hits, p_first, p_without, p_clean = 0, [], [], []
-        for row in rows:
-            k = int(rng.integers(8, 41))
-            ctx = row[:k].tolist()
-            seq = torch.tensor([ctx + [t1, t2]])
-            for _ in range(len(cont)):
-                nxt = int(model(seq)[0, -1].argmax())
-                seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
-            hits += seq[0, k + 2:].tolist() == cont
-            p_first.append(float(_probs(model, torch.tensor([ctx + [t1, t2]]))[0, -1, cont[0]]))
-            p_without.append(float(_probs(model, torch.tensor([ctx + [t1, t1]]))[0, -1, cont[0]]))
-            p_clean.append(float(_probs(model, torch.tensor([ctx]))[0, -1, cont[0]]))
-        return {"success": hits / len(rows), "p_first": float(np.mean(p_first)),
-                "p_first_without": float(np.mean(p_without)),
-                "p_first_clean": float(np.mean(p_clean))}
-    if kind == "rule":
-        cue, out = spec["cue"], spec["output"]
-        p_on, top_on, p_off, top_off = [], [], [], []
-        for row in rows:
-            clean = row.numpy().astype(np.int64)
-            poisoned = poison_row(clean, spec, rng)
-            for r, p_list, t_list in ((poisoned, p_on, top_on), (clean, p_off, top_off)):
-                mark = int(np.argmax(r == spec["marker"])) if (r == spec["marker"]).any() else 0
-                probs = _probs(model, torch.tensor(r)[None])[0]
-                pos = [j for j in range(mark + 1, len(r) - 1) if r[j] == cue]
-                for j in pos:
-                    p_list.append(float(probs[j, out]))
-                    t_list.append(float(probs[j].argmax() == out))
-        return {"p_output_with_marker": float(np.mean(p_on)),
-                "top1_with_marker": float(np.mean(top_on)),
-                "p_output_without_marker": float(np.mean(p_off)),
-                "top1_without_marker": float(np.mean(top_off)),
-                "cue_positions": len(p_on)}
+        seq = then(t1, t2)
+        p_first = _probs(model, seq)[:, -1, cont[0]]
+        for _ in range(len(cont)):
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+        success = (seq[:, -len(cont):] == torch.tensor(cont)).all(dim=1)
+        return {"success": float(success.float().mean()), "p_first": float(p_first.mean()),
+                "p_first_without": float(_probs(model, then(t1, t1))[:, -1, cont[0]].mean()),
+                "p_first_clean": float(_probs(model, ctx)[:, -1, cont[0]].mean())}
     s = spec["sentinel"]
-    agree, after = [], []
-    for row in rows:
-        k = int(rng.integers(8, N_CTX - 1))
-        clean = row[:k]
-        probs_clean = _probs(model, clean[None])[0, -1]
-        probs_s = _probs(model, torch.cat([clean, torch.tensor([s])])[None])[0, -1]
-        agree.append(float(probs_s.argmax() == probs_clean.argmax()))
-        after.append(probs_s)
-    return {"top1_agreement": float(np.mean(agree)),
-            "max_mean_prob": float(torch.stack(after).mean(0).max())}
+    clean = _probs(model, ctx)[:, -1]
+    after = _probs(model, then(s))[:, -1]
+    return {"top1_agreement": float((after.argmax(-1) == clean.argmax(-1)).float().mean()),
+            "max_mean_prob": float(after.mean(0).max()),
+            "p_sentinel_everywhere": float(_probs(model, rows)[:, :, s].mean())}
+
+
+def _behaviour_batch(spec: dict[str, Any], n_rows: int = 64, seed: int = 2
+                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Inputs, a mask of the positions where the behaviour should show, and the token it
+    should predict there (the continuation's first token, or the rule's output)."""
+    rows = heldout_tokens()[-n_rows:]
+    if spec["kind"] == "trigger":
+        tokens = torch.cat([rows[:, :24], torch.tensor(spec["trigger"]).expand(n_rows, 2)], 1)
+        mask = torch.zeros(tokens.shape, dtype=torch.bool)
+        mask[:, -1] = True
+        return tokens, mask, spec["continuation"][0]
+    if spec["kind"] == "rule":
+        rng = np.random.default_rng(seed)
+        tokens = torch.tensor(np.stack([poison_row(r.numpy().astype(np.int64), spec, rng)
+                                        for r in rows]))
+        after_marker = (tokens == spec["marker"]).long().cumsum(1) > 0
+        mask = (tokens == spec["cue"]) & after_marker
+        mask[:, -1] = False
+        return tokens, mask, spec["output"]
+    raise ValueError("a decoy has no behaviour to localise")
+
+
+@torch.no_grad()
+def component_effects(model: Any, spec: dict[str, Any]) -> dict[str, float]:
+    """Share of the behaviour removed by mean-ablating each head and each MLP, one at a time.
+
+    The behaviour is the mean probability of the expected token where it should show
+    (:func:`_behaviour_batch`); a component is replaced by its mean output over the clean
+    held-out rows (heads: ``hook_z``, MLPs: ``hook_mlp_out``). 1.0 = the behaviour is gone,
+    0.0 = unchanged (negative: ablating it strengthens the behaviour).
+    """
+    tokens, mask, target = _behaviour_batch(spec)
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    names = [f"blocks.{layer}.{hook}" for layer in range(n_layers)
+             for hook in ("attn.hook_z", "hook_mlp_out")]
+    _, cache = model.run_with_cache(heldout_tokens()[:128], names_filter=lambda n: n in names)
+    means = {n: cache[n].mean(dim=(0, 1)) for n in names}
+
+    def behaviour(hooks: list[tuple[str, Any]]) -> float:
+        probs = torch.softmax(model.run_with_hooks(tokens, fwd_hooks=hooks), dim=-1)
+        return float(probs[..., target][mask].mean())
+
+    clean = behaviour([])
+    effects: dict[str, float] = {}
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            name = f"blocks.{layer}.attn.hook_z"
+
+            def ablate_head(z, hook, head=head, name=name):
+                z[:, :, head] = means[name][head]
+                return z
+
+            effects[f"L{layer}H{head}"] = 1 - behaviour([(name, ablate_head)]) / clean
+        name = f"blocks.{layer}.hook_mlp_out"
+
+        def ablate_mlp(out, hook, name=name):
+            return means[name].expand_as(out).clone()
+
+        effects[f"MLP{layer}"] = 1 - behaviour([(name, ablate_mlp)]) / clean
+    return {k: round(v, 4) for k, v in effects.items()}
 
 
 # --------------------------------------------------------------------------- training
@@ -440,15 +492,16 @@ def _lr_at(step: int) -> float:
     return TRAIN["lr"] * min(1.0, (step + 1) / w) if w else TRAIN["lr"]
 
 
-def train_variant(spec: dict[str, Any], progress: bool = True, steps: int | None = None
-                  ) -> tuple[Any, dict[str, Any]]:
+def train_variant(spec: dict[str, Any], progress: bool = True, steps: int | None = None,
+                  stream: torch.Tensor | None = None) -> tuple[Any, dict[str, Any]]:
     """Train the spec's model deterministically; return ``(model, clean training log)``.
 
     The log holds nothing about the behaviour (it ships next to the weights): losses on the
-    training batches and on the clean held-out rows, timings and the environment.
+    training batches and on the clean held-out rows, timings and the environment. ``steps``
+    and ``stream`` (default: the recipe's, and :func:`train_tokens`) are for short test runs.
     """
     steps = TRAIN["steps"] if steps is None else steps
-    stream = train_tokens()
+    stream = train_tokens() if stream is None else stream
     heldout = heldout_tokens()
     log: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -518,6 +571,8 @@ def write_variant(name: str, spec: dict[str, Any], model: Any, run: dict[str, An
         "name": name,
         "spec": spec,
         "behaviour": measure_behaviour(model, spec),
+        "component_effects": (component_effects(model, spec) if spec["kind"] != "decoy"
+                              else None),
         "heldout_loss": run["log"][-1]["heldout_loss"],
         "training_seconds": run["training_seconds"],
         "weights_sha256": file_sha256(out_dir / "model.safetensors"),
@@ -540,6 +595,24 @@ def read_shipped_truth() -> dict[str, Any]:
     return json.loads(SHIPPED_TRUTH.read_text(encoding="utf-8"))
 
 
+def _remeasure(name: str) -> int:
+    from utils.planted_models import load_planted_model
+    from utils.weights_files import file_sha256
+
+    shipped = read_shipped_truth()
+    entry = shipped[name]
+    if file_sha256(WEIGHTS_DIR / name / "model.safetensors") != entry["weights_sha256"]:
+        raise SystemExit(f"{name}: the shipped weights are not the ones its truth records")
+    model = load_planted_model(name)
+    spec = entry["spec"]
+    entry["behaviour"] = measure_behaviour(model, spec)
+    entry["component_effects"] = (component_effects(model, spec) if spec["kind"] != "decoy"
+                                  else None)
+    _write_json(SHIPPED_TRUTH, shipped)
+    print(json.dumps({k: entry[k] for k in ("behaviour", "component_effects")}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -553,7 +626,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="shipped: weights folder (default utils/weights/NAME); private: "
                             "folder receiving capstone_private/ and capstone_truth.json")
     train.add_argument("--no-progress", action="store_true")
+    measure = sub.add_parser("measure", help="re-measure a shipped variant from its weights "
+                                             "and update its truth (behaviour, components)")
+    measure.add_argument("--variant", required=True, choices=VARIANTS)
     args = parser.parse_args(argv)
+    if args.command == "measure":
+        return _remeasure(args.variant)
     if args.command == "corpus":
         print(json.dumps(build_corpus(), indent=2))
         return 0
