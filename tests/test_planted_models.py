@@ -246,3 +246,22 @@ def test_private_variant_truth_is_found_in_the_overlay(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CHECKS_DIR", str(overlay))
     assert capstone_truth.truth(name, weights_dir=weights)["spec"] == record["spec"]
     assert torch.equal(load_planted_model(weights).W_E, load_planted_model(VARIANTS[0]).W_E)
+
+
+@pytest.mark.slow
+def test_private_variant_cli(tmp_path, monkeypatch):
+    """``train --variant private`` (20 steps here) writes weights and a private truth that
+    the grader's lookup accepts from the overlay; the secret is written nowhere."""
+    monkeypatch.setitem(planted_training.TRAIN, "steps", 20)
+    secret = "correct horse battery staple, exam 2026"
+    assert planted_training.main(["train", "--variant", "private", "--secret", secret,
+                                  "--out", str(tmp_path), "--no-progress"]) == 0
+    weights, truth_file = tmp_path / "capstone_private", tmp_path / "capstone_truth.json"
+    assert truth_file.stat().st_mode & 0o077 == 0
+    for path in [*weights.iterdir(), truth_file]:
+        assert secret not in path.read_bytes().decode("utf-8", errors="replace")
+    monkeypatch.setenv("COURSE_CHECKS_DIR", str(tmp_path))
+    entry = capstone_truth.truth("capstone_private", weights_dir=weights)
+    assert entry["spec"] == planted_training.derive_spec(secret)
+    assert entry["spec"]["kind"] in ("trigger", "rule")
+    load_planted_model(weights)
