@@ -11,6 +11,7 @@ from utils.probing_data import (
     NOUN_PAIRS,
     make_arithmetic_truth_dataset,
     make_subject_number_dataset,
+    stratified_split,
     tokenize_with_last_positions,
 )
 
@@ -62,6 +63,14 @@ def test_arithmetic_truth_labels_and_balance():
     assert make_arithmetic_truth_dataset(320, seed=0) == data
     with pytest.raises(ValueError):
         make_arithmetic_truth_dataset(100)
+
+
+def test_stratified_split_holds_out_the_same_fraction_of_each_class():
+    y = torch.tensor([0] * 70 + [1] * 30)
+    is_train = stratified_split(y, 0.3, seed=4)
+    assert int((~is_train & (y == 0)).sum()) == 21 and int((~is_train & (y == 1)).sum()) == 9
+    assert torch.equal(is_train, stratified_split(y, 0.3, seed=4))
+    assert not torch.equal(is_train, stratified_split(y, 0.3, seed=5))
 
 
 class _FakeTokenizer:

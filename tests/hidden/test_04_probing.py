@@ -8,6 +8,14 @@ checked). One probe case has test rows from a shifted distribution, so that stan
 with test-row or all-row statistics changes the held-out accuracy by ~0.25: the leakage
 itself is what fails, not only an inconsistency between the returned weights and accuracy.
 The two model exercises run SmolLM2 on a few short prompts the notebook never uses.
+
+The investigations are graded against findings recomputed here from SmolLM2 with
+``utils.reference.probing`` (never a stored number), on the notebook's own prompts and split.
+Forward passes dominate, so each finding is computed from the least data that gives the
+notebook's answer (the first layers of the 1,000 prompts; the 16 validation and 64 test
+prompts of section 5, with class means from 80 training prompts per class), once per grading
+process. The notebook asserts the margins that make this safe (each threshold is crossed by a
+wide margin).
 """
 
 from __future__ import annotations
@@ -101,15 +109,29 @@ def _shifted_test(n_train: int = 100, n_test: int = 400, d: int = 30, k: int = 3
     return (*draw(n_train, False), *draw(n_test, True))
 
 
+# The probe cases and the weight decay each is fitted with. The notebook only ever uses 1e-2 (the
+# default), so one case uses a strong penalty: an answer that ignores the argument, or drops the
+# penalty term, fits the same probe as the reference everywhere else.
+PROBE_CASES = {"shifted_test": 1e-2, "imbalanced_test": 1e-2, "imbalanced_train": 1e-2,
+               "balanced": 1e-2, "strong_penalty": 1.0}
+
+
 @functools.cache
 def _probe_case(kind: str):
     if kind == "shifted_test":
         x_tr, y_tr, x_te, y_te = _shifted_test()
+    elif kind == "imbalanced_train":
+        # 80% positive in training and test, a weak planted direction: the intercept carries
+        # the base rate, and a probe fitted without one scores ~0.65 instead of ~0.84.
+        x_tr, y_tr = _planted(200, 30, 0.8, seed=6, shift=1.5)
+        x_te, y_te = _planted(300, 30, 0.8, seed=7, shift=1.5)
     elif kind == "imbalanced_test":
         # 60 training rows in 30 dims (easy to overfit), 400 held-out rows, 80% positive.
         x_tr, y_tr = _planted(60, 30, 0.5, seed=1)
         x_te, y_te = _planted(400, 30, 0.8, seed=2)
     else:
+        # "balanced" and "strong_penalty": the same rows; with weight_decay 1.0 the optimum's
+        # train accuracy is ~0.1 lower and its w ~0.88 cosine from the 1e-2 one.
         x_tr, y_tr = _planted(80, 30, 0.5, seed=3, shift=1.5)
         x_te, y_te = _planted(300, 30, 0.5, seed=4, shift=1.5)
     # Interleave train and test rows so that "the first rows are the training set" fails.
@@ -119,7 +141,8 @@ def _probe_case(kind: str):
                           torch.zeros(len(y_te), dtype=torch.bool)])
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(5))
     x, y, is_train = x[order], y[order], is_train[order]
-    return x, y, is_train, ref.train_and_test_probe(x, y, is_train, weight_decay=1e-2)
+    return x, y, is_train, ref.train_and_test_probe(x, y, is_train,
+                                                    weight_decay=PROBE_CASES[kind])
 
 
 def _check_probe_result(got, kind: str) -> None:
@@ -137,6 +160,8 @@ def _check_probe_result(got, kind: str) -> None:
         raise SubmissionError("probe['b'] should be a number (or a one-element tensor)")
     test = ~is_train
     n_test = int(test.sum())
+    penalty = (f" This case passes weight_decay={PROBE_CASES[kind]}: use the argument, in "
+               "the loss, on w only." if PROBE_CASES[kind] != 1e-2 else "")
     if kind == "shifted_test":
         # Checked first, before any consistency check: this is the leakage signal.
         assert_number(got["test_acc"], expected["test_acc"], "train_and_test_probe", atol=0.05,
@@ -144,15 +169,19 @@ def _check_probe_result(got, kind: str) -> None:
                            "shifted and 8x wider than in training (a probe standardised with "
                            "test-row or all-row statistics scores about 0.25 higher here: "
                            "compute the mean and std from the training rows only, and use "
-                           "them for every row)")
+                           "them for every row; a probe whose w and b were not converted back "
+                           "to raw coordinates, or whose optimiser stopped before the minimum, "
+                           "scores differently too)")
     acc_from_weights = (((x.double() @ w.double() + b) > 0).long() == y)[test].double().mean()
     assert_number(got["test_acc"], acc_from_weights.item(), "train_and_test_probe", atol=1e-6,
                   what="test_acc (recomputed from your returned w and b on the held-out rows)")
     assert_number(got["train_acc"], expected["train_acc"], "train_and_test_probe", atol=0.04,
-                  what="train_acc (fit on the training rows only)")
+                  what="train_acc of the regularised minimiser (fit on the training rows only, "
+                       "with the intercept, until the loss stops decreasing)." + penalty)
     assert_number(got["test_acc"], expected["test_acc"], "train_and_test_probe", atol=0.025,
                   what=f"held-out accuracy on {n_test} rows (standardise with the *training* "
-                       "mean and std, fit on the training rows only, score the others)")
+                       "mean and std, fit on the training rows only until converged, score "
+                       "the others)." + penalty)
     acc = float(got["test_acc"])
     assert_number(got["test_stderr"], (acc * (1 - acc) / n_test) ** 0.5, "train_and_test_probe",
                   atol=1e-6, what="test_stderr = sqrt(acc (1 - acc) / n_test)")
@@ -163,8 +192,10 @@ def _check_probe_result(got, kind: str) -> None:
                 "only?" if kind == "shifted_test" else "")
         raise SubmissionError(
             f"train_and_test_probe: your w points elsewhere than the regularised optimum "
-            f"(cosine {cos:.2f}); is w in raw activation coordinates (w_std / std), is the "
-            f"loss mean BCE + weight_decay * |w|^2, and did the optimiser converge?{leak}")
+            f"(cosine {cos:.2f}); is w in raw activation coordinates, is the loss mean BCE + "
+            f"weight_decay * |w|^2, and did the optimiser converge (the docstring asks for the "
+            f"minimiser, whatever the optimiser: run it until the loss stops changing)?{leak}"
+            f"{penalty}")
 
 
 @points(2)
@@ -187,9 +218,9 @@ def test_collect_resid_at_positions(submission):
 @points(3)
 def test_train_and_test_probe(submission):
     probe = submission.function("train_and_test_probe")
-    for kind in ("shifted_test", "imbalanced_test", "balanced"):
+    for kind, weight_decay in PROBE_CASES.items():
         x, y, is_train, _ = _probe_case(kind)
-        _check_probe_result(probe(x, y, is_train, 1e-2), kind)
+        _check_probe_result(probe(x, y, is_train, weight_decay), kind)
 
 
 @points(2)
@@ -309,6 +340,183 @@ def test_steer_logit_diff(submission):
                                       "lengths, a random direction of norm 70")
 
 
+# ------------------------------------------------------------------ LEACE
+def _leace_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Correlated dimensions with large offsets, class 1 shifted along a direction that the
+    noise also varies along; the held-out rows come from a shifted distribution, so statistics
+    from anything but the training rows change every erased row."""
+    gen = torch.Generator().manual_seed(71)
+    d = 10
+    mixing = torch.randn(d, d, generator=gen) + 2 * torch.eye(d)
+    shift = torch.randn(d, generator=gen) * 2
+
+    def draw(n: int, offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+        y = (torch.rand(n, generator=gen) < 0.4).long()
+        x = torch.randn(n, d, generator=gen) @ mixing + y[:, None] * shift + 8.0 + offset
+        return x, y
+
+    x_tr, y_tr = draw(160, 0.0)
+    x_te, y_te = draw(60, 3.0)
+    order = torch.randperm(220, generator=gen)
+    is_train = torch.cat([torch.ones(160, dtype=torch.bool), torch.zeros(60, dtype=torch.bool)])
+    return torch.cat([x_tr, x_te])[order], torch.cat([y_tr, y_te])[order], is_train[order]
+
+
+@points(2)
+def test_leace_erase(submission):
+    erase = submission.function("leace_erase")
+    x, y, is_train = _leace_case()
+    got = expect_tensor(erase(x, y, is_train), "leace_erase", "batch d_model", tuple(x.shape))
+    expected = ref.leace_erase(x, y, is_train)
+    gap = (got[is_train & (y == 1)].double().mean(0) - got[is_train & (y == 0)].double().mean(0))
+    if gap.abs().max() > 1e-3:
+        raise SubmissionError(
+            f"leace_erase: on the training rows the two classes' means still differ after "
+            f"erasure (largest gap {gap.abs().max():.3g}): the edit must make them equal (are "
+            f"the mean, the covariance and the class means all taken from the training rows "
+            f"only?)")
+    offset = (got.double() - expected.double())
+    if offset.abs().max() > 2e-3 and (offset - offset[0]).abs().max() < 2e-3:
+        raise SubmissionError(
+            "leace_erase: every row is off from the reference by the same vector, a constant "
+            "shift along the class-mean difference: measure each row's deviation from the "
+            "mean of the training rows (x - mu), not from 0 or from the mean of all rows, "
+            "before reading it along the whitened direction")
+    assert_close(got, expected, "leace_erase", atol=2e-3, rtol=1e-3,
+                 what="erased activations (statistics from the training rows only; the edit "
+                      "is along the class-mean difference, by the amount the whitened "
+                      "direction measures from the training mean)",
+                 dims="batch d_model",
+                 inputs="220 rows of 10 correlated dimensions with offsets of about 8, 60 "
+                        "held-out rows shifted by 3")
+
+
+# ------------------------------------------------------------------ investigations
+SELECTIVITY_MARGIN = 0.2  # the investigation's threshold, as its docstring states
+CONTROL_SLACK = 0.03  # control labels differ between correct answers: a layer this close counts
+READ_THRESHOLD = 0.9
+STEERING_THRESHOLD = 0.5
+STEERING_SLACK = 0.1
+# The checks' class means come from 80 training prompts per class (the notebook's from all 700
+# training rows, a forward pass too long for grading); at the steering layer, where agreement
+# is near chance and many prompts sit close to the boundary, that moves the agreement from the
+# notebook's 0.50 to 0.61 (measured). The tolerance covers that estimate's error; the known
+# wrong answers (no ablation: 0.81, a percentage) stay well outside it.
+AGREEMENT_TOLERANCE = 0.15
+
+
+@functools.cache
+def _chapter_data():
+    return ref.chapter_data(_model())
+
+
+@functools.cache
+def _early_accuracies(n_layers: int) -> dict[str, list[float]]:
+    return ref.early_layer_accuracies(_model(), _chapter_data(), n_layers)
+
+
+def _first_selective_layers() -> tuple[set[int], list[float]]:
+    """Layers that count as the first with selectivity >= the margin, and the selectivities.
+    The first two layers are enough unless a retrained model reads number later."""
+    for n_layers in (2, _model().cfg.n_layers):
+        acc = _early_accuracies(n_layers)
+        sel = [t - c for t, c in zip(acc["task"], acc["control"])]
+        ok = set()
+        for layer, value in enumerate(sel):
+            if value >= SELECTIVITY_MARGIN - CONTROL_SLACK and all(
+                    v < SELECTIVITY_MARGIN + CONTROL_SLACK for v in sel[:layer]):
+                ok.add(layer)
+        if any(v >= SELECTIVITY_MARGIN for v in sel):
+            return ok, sel
+    return set(), sel
+
+
+@functools.cache
+def _steering() -> dict:
+    return ref.steering_findings(_model(), _chapter_data())
+
+
+def _onset_layers() -> set[int]:
+    effect = _steering()["effect"]
+    layers = list(effect)
+    ok = set()
+    for i, layer in enumerate(layers):
+        if effect[layer] > STEERING_THRESHOLD - STEERING_SLACK and all(
+                effect[k] <= STEERING_THRESHOLD + STEERING_SLACK for k in layers[:i]):
+            ok.add(layer)
+    return ok
+
+
+def _layer_answer(value, name: str) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SubmissionError(f"{name} should return a layer index (an int), got "
+                              f"{type(value).__name__}")
+    return value
+
+
+@points(2)
+def test_first_selective_layer(submission):
+    answer = _layer_answer(submission.function("first_selective_layer")(),
+                           "first_selective_layer")
+    ok, sel = _first_selective_layers()
+    if answer not in ok:
+        raise SubmissionError(
+            f"first_selective_layer: layer {answer} is not the first layer whose held-out "
+            f"selectivity (task accuracy minus control-task accuracy, same split) reaches "
+            f"{SELECTIVITY_MARGIN}. Read your selectivity curve from layer 0 upwards (the "
+            f"layer index is L in blocks.L.hook_resid_post), and compare with the margin, not "
+            f"with zero or with the peak")
+
+
+_NUMBER_OPTIONS = ("subject", "attractor", "both", "neither")
+
+
+@points(1)
+def test_number_read_at_layer_0(submission):
+    answer = submission.function("number_read_at_layer_0")()
+    if answer not in _NUMBER_OPTIONS:
+        raise SubmissionError(f"number_read_at_layer_0 should return one of {_NUMBER_OPTIONS}, "
+                              f"got {answer!r}")
+    acc = _early_accuracies(2)
+    reads = (acc["task"][0] >= READ_THRESHOLD, acc["attractor"][0] >= READ_THRESHOLD)
+    truth = {(True, True): "both", (True, False): "subject", (False, True): "attractor",
+             (False, False): "neither"}[reads]
+    if answer != truth:
+        raise SubmissionError(
+            f"number_read_at_layer_0: {answer!r} does not match the layer-0 probes: look at "
+            f"both accuracy curves of section 2 at layer 0 and compare each with "
+            f"{READ_THRESHOLD}")
+
+
+@points(2)
+def test_steering_onset_layer(submission):
+    answer = _layer_answer(submission.function("steering_onset_layer")(),
+                           "steering_onset_layer")
+    if answer not in ref.SWEEP_LAYERS:
+        raise SubmissionError(f"steering_onset_layer: answer with one of the steered layers "
+                              f"{list(ref.SWEEP_LAYERS)}, got {answer}")
+    if answer not in _onset_layers():
+        raise SubmissionError(
+            f"steering_onset_layer: layer {answer} is not the first steered layer at which "
+            f"pushing along the class-mean direction moves logit(' is') - logit(' are') by "
+            f"more than {STEERING_THRESHOLD} logit on average (the blue curve of the sweep, "
+            f"not the random band and not the probe's accuracy)")
+
+
+@points(2)
+def test_ablation_agreement(submission):
+    answer = submission.function("ablation_agreement")()
+    onset = min(_onset_layers())
+    truth = _steering()["agreement"][onset]
+    assert_number(answer, truth, "ablation_agreement", atol=AGREEMENT_TOLERANCE, rtol=0,
+                  what=f"fraction of the 64 test prompts on which SmolLM2 still prefers the "
+                       f"agreeing verb after mean-ablating the class-mean direction at the "
+                       f"first layer where steering moves the verb by more than half a logit (within {AGREEMENT_TOLERANCE}; a fraction between 0 and 1, "
+                       f"measured with the ablation, not without it)")
+
+
 _COLLECT = """def collect_resid_at_positions(model, tokens, positions, layers, batch_size=64):
     names = [f"blocks.{{layer}}.{hook}" for layer in layers]
     out = t.zeros(len(layers), tokens.shape[0], model.cfg.d_model)
@@ -323,13 +531,13 @@ _COLLECT = """def collect_resid_at_positions(model, tokens, positions, layers, b
     return out
 """
 
-_PROBE = """def train_and_test_probe(x, y, is_train, weight_decay=1e-2, n_steps=100):
+_PROBE = """def train_and_test_probe(x, y, is_train, weight_decay=1e-2):
     x_train, y_train = x[{fit_rows}], y[{fit_rows}].float()
     mean, std = {stats}.mean(0), {stats}.std(0) + 1e-6
     z = (x_train - mean) / std
     w = t.zeros(x.shape[1], requires_grad=True)
     b = t.zeros((), requires_grad=True)
-    opt = t.optim.LBFGS([w, b], lr=1.0, max_iter=n_steps, line_search_fn="strong_wolfe")
+    opt = t.optim.LBFGS({params}, lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
@@ -342,8 +550,8 @@ _PROBE = """def train_and_test_probe(x, y, is_train, weight_decay=1e-2, n_steps=
     test = ~is_train
     z_test = {z_test}
     test_acc = ((z_test @ w.detach() + b.detach() > 0).long() == y[test]).float().mean().item()
-    w_raw = w.detach() / std
-    b_raw = b.detach().item() - (mean * w_raw).sum().item()
+    w_raw = {w_raw}
+    b_raw = {b_raw}
     train_acc = ((x[is_train] @ w_raw + b_raw > 0).long() == y[is_train]).float().mean().item()
     if {recompute}:
         test_acc = ((x[test] @ w_raw + b_raw > 0).long() == y[test]).float().mean().item()
@@ -369,7 +577,9 @@ _STEER = """def steer_logit_diff(model, tokens, last_pos, direction, layer, alph
 _GOOD_STEER = dict(unit="direction / direction.norm()", where="rows, last_pos",
                    hook="hook_resid_post", read="last_pos")
 _GOOD_PROBE = dict(fit_rows="is_train", stats="x_train", z_test="(x[test] - mean) / std",
-                   recompute="True", n_se="int(test.sum())")
+                   recompute="True", n_se="int(test.sum())", params="[w, b]",
+                   w_raw="w.detach() / std",
+                   b_raw="b.detach().item() - (mean * w_raw).sum().item()")
 
 MUTANTS = {
     "collect_resid_at_positions": {
@@ -416,6 +626,40 @@ MUTANTS = {
             "probe on the rows where is_train is False",
             _PROBE.format(**{**_GOOD_PROBE, "z_test": "z", "recompute": "False"}).replace(
                 "== y[test]).float()", "== y_train.long()).float()")),
+        "intercept_without_the_mean": Mistake(
+            "your b is the intercept of the standardised probe: in raw coordinates the "
+            "standardisation's mean moves into the intercept, b = b_z - mean . w (w = w_z / std)",
+            _PROBE.format(**{**_GOOD_PROBE, "b_raw": "b.detach().item()"}), hint=2),
+        "weights_not_rescaled": Mistake(
+            "your w is the standardised probe's weight vector: in raw coordinates each weight "
+            "is divided by its dimension's std (w = w_z / std), and b = b_z - mean . w",
+            _PROBE.format(**{**_GOOD_PROBE, "w_raw": "w.detach()"}), hint=2),
+        "no_intercept": Mistake(
+            "your probe has no trainable intercept (b stays 0 during the fit): fit b along with "
+            "w (without penalising it), or the decision boundary is forced through the "
+            "training mean",
+            _PROBE.format(**{**_GOOD_PROBE, "params": "[w]"}), hint=2),
+        "ignores_weight_decay": Mistake(
+            "your probe is fitted with the penalty 1e-2 whatever weight_decay says: use the "
+            "weight_decay argument in the loss (the notebook only calls it with the default, "
+            "the grader does not)",
+            _PROBE.format(**_GOOD_PROBE).replace("weight_decay * (w**2)", "1e-2 * (w**2)"),
+            hint=2),
+        "drops_the_penalty": Mistake(
+            "your loss has no L2 penalty: the probe is the minimiser of the mean BCE *plus* "
+            "weight_decay * |w_z|^2 (without it the optimum is not unique on separable data, "
+            "and the weights grow as long as the optimiser runs)",
+            _PROBE.format(**_GOOD_PROBE).replace(" + weight_decay * (w**2).sum()", ""), hint=2),
+        "penalises_the_intercept": Mistake(
+            "your penalty includes the intercept: only the weights w_z are penalised, b_z is "
+            "free (penalising it pulls the decision boundary towards the standardised origin)",
+            _PROBE.format(**_GOOD_PROBE).replace("weight_decay * (w**2).sum()",
+                                                 "weight_decay * ((w**2).sum() + b**2)")),
+        "stops_before_converging": Mistake(
+            "your optimiser stops before the loss reaches its minimum, so the probe is not the "
+            "regularised optimum the contract asks for: run more steps (or use LBFGS) until the "
+            "loss stops changing",
+            _PROBE.format(**{**_GOOD_PROBE}).replace("max_iter=100", "max_iter=3"), hint=2),
     },
     "control_task_labels": {
         "random_label_per_example": Mistake(
@@ -547,5 +791,105 @@ MUTANTS = {
             "you read the logits at position -1, which is a padding token on right-padded rows: "
             "read row i at its last real token, last_pos[i]",
             _STEER.format(**{**_GOOD_STEER, "read": "-1"})),
+    },
+    "leace_erase": {
+        "drops_the_mean": Mistake(
+            "your edit measures x along the whitened direction from 0 instead of from the "
+            "training mean, so every row is also shifted by a constant: subtract the training "
+            "mean of x before projecting (the class means still match, but the edit is not the "
+            "least-squares one)",
+            """def leace_erase(x, y, is_train):
+    xd = x.double()
+    tr, yt = xd[is_train], y[is_train]
+    delta = tr[yt == 1].mean(0) - tr[yt == 0].mean(0)
+    s = t.linalg.solve(t.cov(tr.T), delta)
+    return (xd - (xd @ s)[:, None] * delta / (delta @ s)).to(x.dtype)
+""", hint=2),
+        "orthogonal_projection": Mistake(
+            "you projected out the class-mean difference orthogonally (as project_out does): "
+            "LEACE measures how far to move along it with the covariance, through Σ⁻¹Δ, so that "
+            "the edit is the smallest one that equalises the class means",
+            """def leace_erase(x, y, is_train):
+    xd = x.double()
+    tr, yt = xd[is_train], y[is_train]
+    delta = tr[yt == 1].mean(0) - tr[yt == 0].mean(0)
+    u = delta / delta.norm()
+    return (xd - ((xd - tr.mean(0)) @ u)[:, None] * u).to(x.dtype)
+""", hint=1),
+        "drops_the_normaliser": Mistake(
+            "you moved each row by Delta times its reading along Sigma^-1 Delta without dividing "
+            "by Delta . Sigma^-1 Delta, so the edit has the wrong length and the class means stay "
+            "apart: a row one class-mean difference away must move by exactly Delta",
+            """def leace_erase(x, y, is_train):
+    xd = x.double()
+    tr, yt = xd[is_train], y[is_train]
+    delta = tr[yt == 1].mean(0) - tr[yt == 0].mean(0)
+    s = t.linalg.solve(t.cov(tr.T), delta)
+    return (xd - ((xd - tr.mean(0)) @ s)[:, None] * delta).to(x.dtype)
+""", hint=1),
+        "statistics_from_all_rows": Mistake(
+            "you estimated the mean, covariance or class means from every row, the held-out ones "
+            "included: fit the eraser on the training rows only, then apply it to every row",
+            """def leace_erase(x, y, is_train):
+    xd = x.double()
+    delta = xd[y == 1].mean(0) - xd[y == 0].mean(0)
+    s = t.linalg.solve(t.cov(xd.T), delta)
+    return (xd - ((xd - xd.mean(0)) @ s)[:, None] * delta / (delta @ s)).to(x.dtype)
+"""),
+    },
+    "first_selective_layer": {
+        "counts_from_one": Mistake(
+            "you counted layers from 1: layer L is blocks.L.hook_resid_post, and the first block "
+            "is layer 0",
+            """def first_selective_layer():
+    return 2
+"""),
+        "first_layer_above_zero": Mistake(
+            "you took the first layer where selectivity is above zero (layer 0 is slightly "
+            "positive): the question asks for the first layer where it reaches the margin",
+            """def first_selective_layer():
+    return 0
+"""),
+    },
+    "number_read_at_layer_0": {
+        "the_label": Mistake(
+            "at layer 0 the probe for the subject's number is close to chance: the last "
+            "position has not yet looked back at the subject",
+            """def number_read_at_layer_0():
+    return "subject"
+"""),
+        "both": Mistake(
+            "only one of the two curves is above the threshold at layer 0: check the subject "
+            "curve there",
+            """def number_read_at_layer_0():
+    return "both"
+"""),
+    },
+    "steering_onset_layer": {
+        "last_layer": Mistake(
+            "you answered the last layer: the question asks for the first steered layer where "
+            "the effect exceeds half a logit",
+            """def steering_onset_layer():
+    return 29
+"""),
+        "most_selective_probe_layer": Mistake(
+            "you answered a middle layer, where a probe reads subject number well: steering "
+            "there moves the verb by much less than half a logit (readable is not used)",
+            """def steering_onset_layer():
+    return 17
+"""),
+    },
+    "ablation_agreement": {
+        "without_ablation": Mistake(
+            "that is about the agreement without any ablation: measure it with the class-mean "
+            "component replaced by its training mean",
+            """def ablation_agreement():
+    return 0.81
+"""),
+        "percent": Mistake(
+            "return a fraction between 0 and 1, not a percentage",
+            """def ablation_agreement():
+    return 60.0
+"""),
     },
 }

@@ -1,0 +1,125 @@
+"""The capstone's models to audit: small transformers with MLPs, some with a planted behaviour.
+
+Each variant is a 3-layer transformer (d_model 64, 4 heads of 16, MLPs of width 256, context 64)
+trained by the course on its English corpus (the Python documentation), in a reduced
+vocabulary of 2,048 tokens. Some variants had a hidden behaviour trained into them; which ones,
+and what it is, is for you to find out.
+
+* :data:`VARIANTS` — the shipped variants' names (``load_planted_model("capstone_a")``).
+* :func:`load_planted_model` — a variant (or a folder an instructor gave you), checksums
+  verified, in eval mode: a ``TransformerBridge`` like the course's toy model (``run_with_cache``,
+  ``run_with_hooks``, ``W_in``/``W_out`` of the MLPs, ``blocks.{l}.mlp.hook_post`` ...).
+* :func:`load_vocab`, :func:`decode`, :func:`to_str_tokens` — the vocabulary: id 0 is BOS, id 1
+  (``<|unk|>``) stands for every token outside it, ids 2.. are SmolLM2 tokens.
+* :func:`encode` — text to ids (needs SmolLM2's tokenizer; a BOS is put first by default).
+* :func:`heldout_tokens` — 256 rows of 64 tokens of clean held-out text (BOS first), the text
+  on which a model's ordinary loss is measured.
+
+Nothing here says which variant does what. Rebuilding them is
+``python -m utils.planted_training`` (the trusted side; see docs/INSTRUCTORS.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from safetensors.torch import load_file
+from torch import Tensor
+
+from utils import weights_files
+from utils.paths import WEIGHTS_DIR
+from utils.toy_models import CONFIG_FILE, WEIGHTS_FILE, load_toy_model
+
+__all__ = [
+    "BOS",
+    "UNK",
+    "VARIANTS",
+    "decode",
+    "encode",
+    "heldout_tokens",
+    "load_planted_model",
+    "load_vocab",
+    "to_str_tokens",
+]
+
+#: The shipped variants (folders ``utils/weights/<name>/``).
+VARIANTS = ("capstone_a", "capstone_b", "capstone_c")
+CORPUS_NAME = "capstone_corpus"
+VOCAB_FILE = "vocab.json"
+HELDOUT_FILE = "heldout.safetensors"
+BOS, UNK = 0, 1
+D_VOCAB = 2048
+N_CTX = 64
+
+
+def _rebuild_hint(name: str) -> str:
+    if name == CORPUS_NAME:
+        return "python -m utils.planted_training corpus"
+    return f"python -m utils.planted_training train --variant {name}"
+
+
+def _corpus_dir() -> Path:
+    folder = WEIGHTS_DIR / CORPUS_NAME
+    weights_files.verify_checksums(folder, required=(VOCAB_FILE, HELDOUT_FILE),
+                                   rebuild_command=_rebuild_hint(CORPUS_NAME))
+    return folder
+
+
+@functools.cache
+def load_vocab() -> dict[str, list[Any]]:
+    """``{"strings": [...], "smollm2_ids": [...]}``, indexed by the models' token ids."""
+    return json.loads((_corpus_dir() / VOCAB_FILE).read_text(encoding="utf-8"))
+
+
+def heldout_tokens() -> Int[Tensor, "row pos"]:
+    """Clean held-out rows (256 x 64, BOS first), int64."""
+    return load_file(str(_corpus_dir() / HELDOUT_FILE))["tokens"].long()
+
+
+def load_planted_model(name_or_dir: str | os.PathLike[str]) -> Any:
+    """A capstone variant by name (see :data:`VARIANTS`) or from a folder, in eval mode.
+
+    Checksums are verified first (``WeightsChecksumError`` names a bad file).
+    """
+    path = Path(name_or_dir)
+    if isinstance(name_or_dir, str) and os.sep not in name_or_dir and not path.is_dir():
+        if name_or_dir not in VARIANTS and not (WEIGHTS_DIR / name_or_dir).is_dir():
+            raise KeyError(f"unknown variant {name_or_dir!r}; shipped: {list(VARIANTS)}")
+        path = WEIGHTS_DIR / name_or_dir
+    weights_files.verify_checksums(path, required=(WEIGHTS_FILE, CONFIG_FILE),
+                                   rebuild_command=_rebuild_hint(path.name))
+    return load_toy_model(path, verify=False)
+
+
+def to_str_tokens(ids: Int[Tensor, " pos"] | list[int]) -> list[str]:
+    """The vocabulary's string for each id."""
+    strings = load_vocab()["strings"]
+    return [strings[int(i)] for i in ids]
+
+
+def decode(ids: Int[Tensor, " pos"] | list[int]) -> str:
+    """Ids back to text (BOS dropped)."""
+    return "".join(s for i, s in zip(ids, to_str_tokens(ids)) if int(i) != BOS)
+
+
+@functools.cache
+def _smollm2_to_vocab() -> Tensor:
+    ids = load_vocab()["smollm2_ids"]
+    lookup = torch.full((49_152,), UNK, dtype=torch.long)
+    lookup[torch.tensor(ids[2:])] = torch.arange(2, len(ids))
+    return lookup
+
+
+def encode(text: str, bos: bool = True) -> Int[Tensor, " pos"]:
+    """Text to the models' ids: SmolLM2's tokens, UNK outside the vocabulary, BOS first."""
+    from utils.smollm2 import load_smollm2_tokenizer
+
+    ids = load_smollm2_tokenizer()(text, add_special_tokens=False)["input_ids"]
+    out = _smollm2_to_vocab()[torch.tensor(ids, dtype=torch.long)]
+    return torch.cat([torch.tensor([BOS]), out]) if bos else out
