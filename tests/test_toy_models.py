@@ -125,6 +125,21 @@ def test_checksum_mismatch_names_the_file(tmp_path, victim):
     assert "git checkout --" in str(info.value)
 
 
+@pytest.mark.parametrize("log", [{"command": "python -m utils.planted_training train"}, None])
+def test_a_shipped_model_names_the_command_that_rebuilds_it(tmp_path, monkeypatch, log):
+    from utils import toy_models
+
+    monkeypatch.setattr(toy_models, "WEIGHTS_DIR", tmp_path)
+    extra = {"training_log.json": log} if log else None
+    directory = save_toy_model(make_toy_model(SMALL, seed=0), SMALL, tmp_path / "shipped",
+                               extra_json_files=extra)
+    (directory / "model.safetensors").write_bytes(b"damaged")
+    with pytest.raises(WeightsChecksumError) as info:
+        load_toy_model(directory)
+    expected = log["command"] if log else "python -m utils.training --retrain shipped"
+    assert expected in str(info.value), str(info.value)
+
+
 def test_missing_checksum_file(tmp_path):
     directory = save_toy_model(make_toy_model(SMALL, seed=0), SMALL, tmp_path / "m")
     (directory / "SHA256SUMS").unlink()

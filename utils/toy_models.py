@@ -185,10 +185,19 @@ def verify_checksums(directory: str | os.PathLike[str]) -> None:
     The weights and config must be listed. Files present but not listed are ignored.
     """
     directory = Path(directory)
-    shipped = directory.resolve().parent == WEIGHTS_DIR.resolve()
-    rebuild = f"python -m utils.training --retrain {directory.name}" if shipped else None
     weights_files.verify_checksums(directory, required=(WEIGHTS_FILE, CONFIG_FILE),
-                                   rebuild_command=rebuild)
+                                   rebuild_command=_rebuild_command(directory))
+
+
+def _rebuild_command(directory: Path) -> str | None:
+    """How a shipped model is rebuilt: the command its training log records (``None`` for a
+    folder outside ``utils/weights/``)."""
+    if directory.resolve().parent != WEIGHTS_DIR.resolve():
+        return None
+    try:
+        return json.loads((directory / "training_log.json").read_text())["command"]
+    except (OSError, ValueError, KeyError):
+        return f"python -m utils.training --retrain {directory.name}"
 
 
 # --------------------------------------------------------------------------- save / load
