@@ -263,8 +263,7 @@ _HEADS = '''def patch_head_outputs(model, base_tokens, source_tokens, answer_tok
     tokens = base_tokens.repeat(n_heads, 1)
     answers = answer_tokens.repeat(n_heads, 1)
     rows = t.arange(n_heads * batch)
-    heads = t.arange(n_heads).repeat_interleave(batch)
-    where = WHERE
+HEADS    where = WHERE
     out = t.zeros(len(layers), n_heads)
     for i, name in enumerate(names):
         source = cache[name].repeat(n_heads, 1, 1, 1)
@@ -281,9 +280,11 @@ _HEADS = '''def patch_head_outputs(model, base_tokens, source_tokens, answer_tok
 
 
 def _heads_mutant(source="source_tokens", where="slice(None) if position is None else position",
-                  assign="z[rows, where, heads] = source[rows, where, heads]") -> str:
+                  assign="z[rows, where, heads] = source[rows, where, heads]",
+                  heads="    heads = t.arange(n_heads).repeat_interleave(batch)\n") -> str:
+    """A wrong ``patch_head_outputs``; ``heads`` is the line that gives each row its head."""
     return (_HEADS.replace("SOURCE", source).replace("WHERE", where)
-            .replace("ASSIGN", assign))
+            .replace("ASSIGN", assign).replace("HEADS", heads))
 
 
 _SET = '''def patch_head_set(model, base_tokens, source_tokens, answer_tokens, clean_logit_diff,
@@ -332,8 +333,6 @@ def _attr_mutant(cached="clean_tokens", grad_run="corrupted_tokens", ret="return
 
 _PATH = '''def path_patch_to_receivers(model, clean_tokens, corrupted_tokens, answer_tokens,
         clean_logit_diff, corrupted_logit_diff, senders, receivers, component="q"):
-    n_heads = model.cfg.n_heads
-    group = GROUP
     z_names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
     _, clean = model.run_with_cache(clean_tokens, names_filter=lambda n: n in z_names)
     _, corr = model.run_with_cache(corrupted_tokens, names_filter=lambda n: n in z_names)
@@ -365,11 +364,11 @@ _PATH = '''def path_patch_to_receivers(model, clean_tokens, corrupted_tokens, an
     return out'''
 
 
-def _path_mutant(group="1 if component == 'q' else n_heads // model.cfg.n_key_value_heads",
-                 target="{component}", frozen="clean[hook.name].clone()",
-                 kv_head="head // group") -> str:
-    return (_PATH.replace("GROUP", group).replace("TARGET", target)
-            .replace("FROZEN", frozen).replace("KV_HEAD", kv_head))
+def _path_mutant(target="{component}", frozen="clean[hook.name].clone()",
+                 kv_head="head // (1 if component == 'q' else "
+                         "model.cfg.n_heads // model.cfg.n_key_value_heads)") -> str:
+    return (_PATH.replace("TARGET", target).replace("FROZEN", frozen)
+            .replace("KV_HEAD", kv_head))
 
 
 # Later answers use the learner's `logit_diff` in the notebook; while graded they get this one.
@@ -487,7 +486,7 @@ MUTANTS = {
         "patches_whole_layer": Mistake(
             "you patched every head of the layer in every copy of the batch: copy h must patch "
             "head h only",
-            _heads_mutant(assign="z[rows, where] = source[rows, where]"), hint=2),
+            _heads_mutant(assign="z[rows, where] = source[rows, where]", heads=""), hint=2),
         "ignores_position": Mistake(
             "you patched every position even when a position was given: then patch only that "
             "position of head h",
