@@ -33,13 +33,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)"
 	touch $(STAMP)
 
-# Every kernel of the course's environment runs course/kernel_guard.py first: it explains an
+# Every kernel of the course's environment runs course_tools/kernel_guard.py first: it explains an
 # import error caused by a learner's own utils.py hiding the course's package.
 KERNEL_CONFIG = $(VENV)/etc/ipython/ipython_kernel_config.py
 
 setup: $(STAMP)
 	@mkdir -p $(dir $(KERNEL_CONFIG)) && printf 'c = get_config()  # noqa: F821\nc.IPKernelApp.exec_files = ["%s"]\n' \
-	  "$(CURDIR)/course/kernel_guard.py" > $(KERNEL_CONFIG)
+	  "$(CURDIR)/course_tools/kernel_guard.py" > $(KERNEL_CONFIG)
 	$(BIN)/python -m utils.smollm2 --prepare
 
 # Sandboxed grading needs bubblewrap; the browser test needs Chromium. Installed when we can
@@ -60,7 +60,7 @@ $(HUB_PROXY): deploy/proxy/package.json deploy/proxy/package-lock.json
 	else echo "npm not found: tests/test_jupyterhub.py will skip (install Node.js 20 + npm)"; fi
 
 run-all: setup
-	$(BIN)/python -m course.execute solutions/*.ipynb
+	$(BIN)/python -m course_tools.execute solutions/*.ipynb
 
 PYTEST  = $(BIN)/python -m pytest -q -p no:cacheprovider
 # Both tiers run on two pytest workers (pytest-xdist); tests/conftest.py groups the work so
@@ -75,21 +75,21 @@ ONE_THREAD = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: setup system-deps hub-proxy
 	$(BIN)/ruff check utils tests
-	$(BIN)/python -m course.pins --check
-	$(BIN)/python -m course.build --check
+	$(BIN)/python -m course_tools.pins --check
+	$(BIN)/python -m course_tools.build --check
 	$(ONE_THREAD) $(PYTEST) -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 quicktest: setup
 	$(BIN)/ruff check utils tests
-	$(BIN)/python -m course.build --check
+	$(BIN)/python -m course_tools.build --check
 	$(ONE_THREAD) $(PYTEST) -n $(QUICK_JOBS) --dist loadgroup --no-loadscope-reorder -m "not slow" \
 	  --durations=10
 
 bench: setup
-	$(BIN)/python -m course.bench
+	$(BIN)/python -m course_tools.bench
 
 build: $(STAMP)
-	$(BIN)/python -m course.build
+	$(BIN)/python -m course_tools.build
 
 clean-venv:
 	rm -rf $(VENV)

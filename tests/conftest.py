@@ -1,7 +1,7 @@
 """What the whole suite shares, so that one run does each expensive thing once.
 
 * **One grading worker per chapter.** :class:`CourseGraders` starts a chapter's
-  :class:`~course.grading.runner.Grader` the first time a test needs it and keeps it until a
+  :class:`~course_tools.grading.runner.Grader` the first time a test needs it and keeps it until a
   test of another chapter asks for one; :func:`pytest_collection_modifyitems` runs each
   chapter's grading tests together (its hidden checks, then ``tests/test_chapters.py``), so
   each worker starts once per run.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from course import notebooks
-from course.execute import RunResult, run_notebook
-from course.grading.runner import Grader, Report
+from course_tools import notebooks
+from course_tools.execute import RunResult, run_notebook
+from course_tools.grading.runner import Grader, Report
 from tests.course_layout import FIXTURE, ChapterLayout, checks_layout
 
 NOTEBOOK_TIMEOUT_S = 900  # per cell

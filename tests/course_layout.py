@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from course import notebooks
+from course_tools import notebooks
 from utils import paths
 
 FIXTURE_DIR = paths.TESTS_DIR / "fixture_chapter"

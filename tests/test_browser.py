@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course import notebooks
+from course_tools import notebooks
 from utils import paths
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

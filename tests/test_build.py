@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from course import build
-from course.authoring import NotebookWriter
+from course_tools import build
+from course_tools.authoring import NotebookWriter
 from tests.course_layout import FIXTURE
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from course import build, notebooks
-from course.grading.diagnosis import Mistake, source_of
-from course.grading.runner import checks_in, load_checks_module
+from course_tools import build, notebooks
+from course_tools.grading.diagnosis import Mistake, source_of
+from course_tools.grading.runner import checks_in, load_checks_module
 from tests.course_layout import all_chapters
 
 CHAPTERS = all_chapters()
@@ -27,7 +27,7 @@ def test_committed_chapter_matches_fresh_build(layout):
     solution = notebooks.read_notebook(layout.solution_notebook)
     expected = build.student_notebook(solution, layout.name)
     committed = notebooks.read_notebook(layout.student_notebook)
-    assert committed == expected, f"run `python -m course.build` ({layout.name} is stale)"
+    assert committed == expected, f"run `python -m course_tools.build` ({layout.name} is stale)"
     assert build.find_leaks(solution, committed,
                             layout.checks / f"test_{layout.name}.py") == []
 

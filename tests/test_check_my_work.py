@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from course import notebooks
-from course.grading.sandbox import bubblewrap_path
+from course_tools import notebooks
+from course_tools.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE, course_chapters
 from utils import check_my_work, progress
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from course import grade_class, notebooks
-from course.grading.sandbox import bubblewrap_path
+from course_tools import grade_class, notebooks
+from course_tools.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE, course_chapters
 from utils import paths
 
@@ -251,7 +251,7 @@ def test_class_on_a_real_chapter(tmp_path):
 
 
 def test_no_submission_reaches_another_in_nbgrader_autograde(tmp_path):
-    from course import nbgrader_course
+    from course_tools import nbgrader_course
 
     attacks = ["forge_replies", "reopen_worker_pipes", "scrape_earlier_students"]
     expected = _class(tmp_path / "inbox", attacks)
@@ -293,7 +293,7 @@ for d in .pyenv .cache; do
 done
 exec setpriv --reuid=1000 --regid=1000 --clear-groups env HOME={tmp_path} \\
   COURSE_CACHE_DIR={paths.cache_dir()} {sys.executable} \\
-  -m course.grade_class {tmp_path / 'inbox'} \\
+  -m course_tools.grade_class {tmp_path / 'inbox'} \\
   --chapter {FIXTURE.name} --jobs 1 --checks {FIXTURE.checks} --released {FIXTURE.chapters} \\
   --csv {tmp_path / 'class.csv'}
 """
@@ -349,7 +349,7 @@ def test_reports_are_trusted_side_text(tmp_path):
 
 
 def test_a_notebook_that_stalls_is_graded_in_bounded_time(tmp_path):
-    from course.grading.runner import Grader
+    from course_tools.grading.runner import Grader
 
     sleeper = "import time\ndef {name}(*a, **k):\n    time.sleep(3600)\n"
     sources = {n: sleeper.format(name=n) for n in ("center_rows", "mask_future")}
@@ -367,7 +367,7 @@ def test_a_notebook_that_stalls_is_graded_in_bounded_time(tmp_path):
 
 
 def test_unsandboxed_class_grading_is_opt_in_and_loud(tmp_path, monkeypatch, capsys):
-    from course.grading import sandbox
+    from course_tools.grading import sandbox
 
     _write(tmp_path / "inbox", "solo", {"center_rows": HONEST_CENTER})
     monkeypatch.setitem(sandbox._BWRAP, "path", None)  # as on a machine without bubblewrap

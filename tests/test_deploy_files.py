@@ -18,9 +18,9 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from course import nbgrader_course
-from course.bench import BUDGETS
-from course.pins import read_pins
+from course_tools import nbgrader_course
+from course_tools.bench import BUDGETS
+from course_tools.pins import read_pins
 from utils import paths
 
 DEPLOY = paths.REPO_ROOT / "deploy"

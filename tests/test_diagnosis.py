@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course.grading.checks import SubmissionError, assert_close
-from course.grading.diagnosis import Mistake, describe_difference, same_value
+from course_tools.grading.checks import SubmissionError, assert_close
+from course_tools.grading.diagnosis import Mistake, describe_difference, same_value
 
 X = torch.randn(4, 6, generator=torch.Generator().manual_seed(0)) + 0.3
 

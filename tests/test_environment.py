@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from course import pins
+from course_tools import pins
 from utils import paths
 
 ROOT = paths.REPO_ROOT
@@ -27,7 +27,7 @@ def test_conda_and_binder_environments_match_the_pins():
     for path in (ROOT / "environment.yml", ROOT / "binder" / "environment.yml"):
         python, declared, declared_nodeps = pins.pins_in_environment(path.read_text())
         assert python == pins.PYTHON_VERSION, path
-        assert declared == requirements, f"{path} drifted: run python -m course.pins --write"
+        assert declared == requirements, f"{path} drifted: run python -m course_tools.pins --write"
         assert declared_nodeps == nodeps, path
     assert pins.main(["--check"]) == 0
 

@@ -6,10 +6,10 @@ import csv
 
 import pytest
 
-from course import grade_class, notebooks
-from course.grading.diagnosis import source_of
-from course.grading.runner import load_checks_module
-from course.grading.sandbox import bubblewrap_path
+from course_tools import grade_class, notebooks
+from course_tools.grading.diagnosis import source_of
+from course_tools.grading.runner import load_checks_module
+from course_tools.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")

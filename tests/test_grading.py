@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from course.grading import codec, sandbox
-from course.grading.runner import Grader, chapter_of
+from course_tools.grading import codec, sandbox
+from course_tools.grading.runner import Grader, chapter_of
 from tests.course_layout import FIXTURE
 from utils import paths
 
@@ -30,7 +30,7 @@ def test_codec_round_trip_keeps_structure_and_values():
 def test_codec_refuses_objects_and_never_builds_sandbox_values_on_trusted_side():
     with pytest.raises(codec.EncodingError, match="cannot be graded"):
         codec.encode(object())
-    tree, blob = codec.encode(codec.SandboxValue("course.grading.recipes:model", name="x"))
+    tree, blob = codec.encode(codec.SandboxValue("course_tools.grading.recipes:model", name="x"))
     with pytest.raises(codec.EncodingError):
         codec.decode(tree, blob)
     with pytest.raises(ValueError):
@@ -145,7 +145,12 @@ def fixture_grader():
 
 @pytest.mark.parametrize("case", SIDE_EFFECTS)
 def test_changing_an_input_fails_the_call(fixture_grader, case):
-    from course.grading.checks import Submission, SubmissionError, sandbox_cache, sandbox_model
+    from course_tools.grading.checks import (
+        Submission,
+        SubmissionError,
+        sandbox_cache,
+        sandbox_model,
+    )
 
     source, expected = SIDE_EFFECTS[case]
     clean = "def f(x, cache, model):\n    model.run_with_hooks(x, fwd_hooks=[])\n    return 0\n"
@@ -159,7 +164,7 @@ def test_changing_an_input_fails_the_call(fixture_grader, case):
 
 
 def test_a_partial_overlay_falls_back_to_the_public_checks(tmp_path, monkeypatch):
-    from course.grading.runner import load_checks_module
+    from course_tools.grading.runner import load_checks_module
 
     (tmp_path / "test_02_qk_ov_circuits.py").write_text("MUTANTS = {}\n")
     monkeypatch.setenv("COURSE_CHECKS_DIR", str(tmp_path))

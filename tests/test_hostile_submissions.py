@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from course import notebooks
-from course.grading.runner import Grader
-from course.grading.sandbox import bubblewrap_path
+from course_tools import notebooks
+from course_tools.grading.runner import Grader
+from course_tools.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE
 from utils import paths
 
@@ -31,7 +31,7 @@ CORRECT_MASK = ("import torch as t\n"
                 "    return scores.masked_fill(bad, float('-inf'))\n")
 SECRET_FILES = [paths.REPO_ROOT / "tests" / "fixture_chapter" / "hidden" / "test_00_fixture.py",
                 paths.REPO_ROOT / "tests" / "fixture_chapter" / "solutions" / "00_fixture.ipynb",
-                paths.REPO_ROOT / "course" / "grading" / "checks.py"]
+                paths.REPO_ROOT / "course_tools" / "grading" / "checks.py"]
 
 HOSTILE = {
     "eq_always_true": """

@@ -1,4 +1,4 @@
-"""course.hub_sizing counts the CPU of a command's whole process tree, grandchildren included,
+"""course_tools.hub_sizing counts the CPU of a command's whole process tree, grandchildren included,
 with a cgroup (root) or from the reaped tree's rusage (anyone)."""
 
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from course import hub_sizing
+from course_tools import hub_sizing
 
 BUSY_GRANDCHILD = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
                    "'import time\\nend = time.process_time() + 0.6\\n"

@@ -38,7 +38,7 @@ from shlex import quote
 import pytest
 import requests
 
-from course.nbgrader_course import COURSE_ID
+from course_tools.nbgrader_course import COURSE_ID
 from tests.course_layout import FIXTURE
 from tests.test_nbgrader_exchange import ANSWER as HONEST_ANSWERS
 from utils import paths
@@ -332,8 +332,8 @@ class SingleUser:
 # ------------------------------------------------------------------ what each account runs
 INSTRUCTOR_RELEASE = """
 from pathlib import Path
-from course import nbgrader_course
-from course.grading.sandbox import bubblewrap_path
+from course_tools import nbgrader_course
+from course_tools.grading.sandbox import bubblewrap_path
 print("sandbox:", bubblewrap_path())
 root = nbgrader_course.init_course(Path.home() / "course", Path({exchange!r}),
                                    checks_dir={checks!r})
@@ -342,7 +342,7 @@ nbgrader_course.release_to_exchange(root, {chapter!r})
 """
 INSTRUCTOR_GRADE = """
 from pathlib import Path
-from course import nbgrader_course
+from course_tools import nbgrader_course
 root = Path.home() / "course"
 nbgrader_course.collect_from_exchange(root, {chapter!r})
 for learner in {learners!r}:

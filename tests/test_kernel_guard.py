@@ -1,5 +1,5 @@
 """A learner's own utils.py next to the notebooks hides the course's package: every course
-kernel says so when an import fails because of it (course/kernel_guard.py)."""
+kernel says so when an import fails because of it (course_tools/kernel_guard.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jupyter_client
 
 from utils import paths
 
-GUARD = paths.REPO_ROOT / "course" / "kernel_guard.py"
+GUARD = paths.REPO_ROOT / "course_tools" / "kernel_guard.py"
 
 
 def _run_in_kernel(folder: Path, code: str) -> str:

@@ -17,10 +17,10 @@ import sys
 
 import pytest
 
-from course import notebooks
-from course.grading.diagnosis import source_of
-from course.grading.runner import load_checks_module
-from course.grading.trusted_calls import available
+from course_tools import notebooks
+from course_tools.grading.diagnosis import source_of
+from course_tools.grading.runner import load_checks_module
+from course_tools.grading.trusted_calls import available
 from tests.course_layout import all_chapters
 
 LAYOUTS = all_chapters()  # the fixture chapter and every real one

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from course import nbgrader_course, notebooks
-from course.grading.sandbox import bubblewrap_path
+from course_tools import nbgrader_course, notebooks
+from course_tools.grading.sandbox import bubblewrap_path
 from tests.course_layout import FIXTURE
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")

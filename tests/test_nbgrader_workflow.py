@@ -16,11 +16,11 @@ import re
 import pytest
 import torch
 
-from course import nbgrader_course, notebooks
-from course.grading.diagnosis import source_of
-from course.grading.runner import load_checks_module
-from course.grading.sandbox import bubblewrap_path
-from course.rehearse import OWN_OUTPUT, rehearse, submission_with
+from course_tools import nbgrader_course, notebooks
+from course_tools.grading.diagnosis import source_of
+from course_tools.grading.runner import load_checks_module
+from course_tools.grading.sandbox import bubblewrap_path
+from course_tools.rehearse import OWN_OUTPUT, rehearse, submission_with
 from tests.course_layout import FIXTURE
 
 pytestmark = pytest.mark.skipif(bubblewrap_path() is None,

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course.grading.runner import load_checks_module
+from course_tools.grading.runner import load_checks_module
 
 CHECKS = load_checks_module("04_probing", Path(__file__).parent / "hidden")
 CASES = CHECKS.PROBE_CASES  # case name -> the weight decay the check fits it with
@@ -95,7 +95,7 @@ def test_a_probe_stopped_early_fails_and_is_told_to_converge():
 
 
 def test_the_contract_has_no_step_budget_and_asks_for_the_minimiser():
-    from course import notebooks
+    from course_tools import notebooks
     from utils.paths import REPO_ROOT
 
     nb = notebooks.read_notebook(REPO_ROOT / "solutions" / "04_probing.ipynb")

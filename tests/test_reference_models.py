@@ -1,9 +1,10 @@
-"""course.grading.checks.reference_model: the checks' trusted models, loaded once and shared."""
+"""course_tools.grading.checks.reference_model: the checks' trusted models, loaded once and
+shared."""
 
 import pytest
 
-from course.grading import checks
-from course.grading.runner import load_checks_module
+from course_tools.grading import checks
+from course_tools.grading.runner import load_checks_module
 from utils.paths import HIDDEN_CHECKS_DIR
 
 # Which reference models each chapter's warm_up() loads (chapter 2 builds its own folded copy);

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from course import edition, notebooks
+from course_tools import edition, notebooks
 from tests.course_layout import course_chapters
 
 CHAPTERS = course_chapters()

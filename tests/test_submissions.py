@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from course.grading.sandbox import bubblewrap_path
-from course.submissions import find_submissions
+from course_tools.grading.sandbox import bubblewrap_path
+from course_tools.submissions import find_submissions
 
 CHAPTER = "02_qk_ov_circuits"
 
@@ -58,7 +58,7 @@ def test_two_candidates_or_none_is_a_problem_row_not_a_guess(tmp_path):
 
 @pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap")
 def test_grade_class_grades_a_copy_and_gives_an_ambiguous_folder_an_error_row(tmp_path):
-    from course import grade_class, notebooks
+    from course_tools import grade_class, notebooks
     from tests.course_layout import FIXTURE
 
     chapter = FIXTURE.name

@@ -1,14 +1,14 @@
 """A later answer may call an earlier exercise's function: the course's version runs on the
-trusted side, only values cross (course/grading/trusted_calls.py)."""
+trusted side, only values cross (course_tools/grading/trusted_calls.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from course.grading import trusted_calls
-from course.grading.checks import sandbox_model
-from course.grading.sandbox import Sandbox
+from course_tools.grading import trusted_calls
+from course_tools.grading.checks import sandbox_model
+from course_tools.grading.sandbox import Sandbox
 
 
 def _n_layers(model) -> int:

@@ -2,5 +2,5 @@
 
 Nothing is reached through ``sys.path`` hacks. One module per concern (the README's
 "For contributors" lists them). The machinery that builds, grades and benchmarks the course
-is the sibling package ``course``; the chapter contract is docs/AUTHORING.md.
+is the sibling package ``course_tools``; the chapter contract is docs/AUTHORING.md.
 """

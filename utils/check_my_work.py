@@ -14,7 +14,7 @@ import time
 from html import escape
 from pathlib import Path
 
-from course import edition, notebooks
+from course_tools import edition, notebooks
 from utils import progress
 
 
@@ -76,9 +76,9 @@ def report_html(report, stale: list[str], kinds: dict[str, str] | None = None) -
 def grade_my_work(path: str | Path | None = None, show: bool = True, **grading):
     """Grade ``path`` (default: this notebook's saved file) and show the report (``show``), or
     return it (``show=False``).
-    ``grading`` goes to :func:`course.grading.runner.grade_notebook` (``checks_folder``,
+    ``grading`` goes to :func:`course_tools.grading.runner.grade_notebook` (``checks_folder``,
     ``released_dir``)."""
-    from course.grading.runner import chapter_of, grade_notebook
+    from course_tools.grading.runner import chapter_of, grade_notebook
 
     try:
         notebook = Path(path) if path else current_notebook()

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from course.grading.runner import chapter_of, grade_notebook
-from course.grading.sandbox import SandboxUnavailable
+from course_tools.grading.runner import chapter_of, grade_notebook
+from course_tools.grading.sandbox import SandboxUnavailable
 from utils import progress
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from course import notebooks
+from course_tools import notebooks
 from utils import paths
 
 

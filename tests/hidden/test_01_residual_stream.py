@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from course.grading.checks import (
+from course_tools.grading.checks import (
     SubmissionError,
     assert_close,
     expect_tensor,
@@ -20,7 +20,7 @@ from course.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from course.grading.diagnosis import Mistake
+from course_tools.grading.diagnosis import Mistake
 from utils.ioi import make_ioi_dataset
 from utils.reference import residual_stream as ref
 

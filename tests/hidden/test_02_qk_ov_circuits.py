@@ -16,14 +16,14 @@ import functools
 
 import torch
 
-from course.grading.checks import (
+from course_tools.grading.checks import (
     SubmissionError,
     assert_close,
     assert_number,
     expect_tensor,
     points,
 )
-from course.grading.diagnosis import Mistake
+from course_tools.grading.diagnosis import Mistake
 from utils.reference import qk_ov_circuits as ref
 
 HALF = 15  # repeated-token half length for the checks (the notebook uses other lengths)

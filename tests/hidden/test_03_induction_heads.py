@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from course.grading.checks import (
+from course_tools.grading.checks import (
     SubmissionError,
     assert_close,
     assert_number,
@@ -26,7 +26,7 @@ from course.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from course.grading.diagnosis import Mistake
+from course_tools.grading.diagnosis import Mistake
 from utils.data import repeated_random_tokens
 from utils.reference import induction_heads as ref
 from utils.reference.qk_ov_circuits import diagonal_argmax_fraction, k_composition_circuit

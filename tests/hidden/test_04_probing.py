@@ -24,7 +24,7 @@ import functools
 
 import torch
 
-from course.grading.checks import (
+from course_tools.grading.checks import (
     SubmissionError,
     assert_close,
     assert_number,
@@ -34,7 +34,7 @@ from course.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from course.grading.diagnosis import Mistake
+from course_tools.grading.diagnosis import Mistake
 from utils.reference import probing as ref
 
 # Prompts the notebook never shows (different nouns and shapes), of different lengths, so

@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from course.grading.checks import (
+from course_tools.grading.checks import (
     SubmissionError,
     assert_close,
     expect_tensor,
@@ -21,7 +21,7 @@ from course.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from course.grading.diagnosis import Mistake
+from course_tools.grading.diagnosis import Mistake
 from utils.reference import activation_patching as ref
 
 N_LAYERS, N_HEADS = 30, 9

@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from course.grading.checks import (
+from course_tools.grading.checks import (
     SubmissionError,
     assert_close,
     assert_number,
@@ -22,7 +22,7 @@ from course.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from course.grading.diagnosis import Mistake
+from course_tools.grading.diagnosis import Mistake
 from utils.reference import sparse_autoencoders as ref
 
 # Later answers call sae_forward by name; while graded they get the course's version. (Only

@@ -2,8 +2,8 @@
 
 import torch
 
-from course.grading.checks import assert_close, expect_tensor, points
-from course.grading.diagnosis import Mistake
+from course_tools.grading.checks import assert_close, expect_tensor, points
+from course_tools.grading.diagnosis import Mistake
 
 
 def reference_center_rows(x):

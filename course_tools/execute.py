@@ -1,4 +1,4 @@
-"""Run notebooks headless and measure them: ``python -m course.execute NOTEBOOK...``.
+"""Run notebooks headless and measure them: ``python -m course_tools.execute NOTEBOOK...``.
 
 Each notebook runs top to bottom in a fresh kernel (cwd = its folder), with outputs kept in
 memory only (nothing is written back unless ``--save-to`` is given). The kernel's peak
@@ -20,7 +20,7 @@ import psutil
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from course import notebooks
+from course_tools import notebooks
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _short(exc: Exception, limit: int = 3000) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.execute", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m course_tools.execute", description=__doc__)
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--timeout", type=int, default=900, help="per cell, seconds")
     parser.add_argument("--json", action="store_true")

@@ -1,14 +1,14 @@
 """How many learners fit on a node: N learners' kernels running one chapter at the same time.
 
-``python -m course.hub_sizing --learners 3 [--chapter 01_residual_stream] [--json]``
-``python -m course.hub_sizing --grade 6 [--chapter 02_qk_ov_circuits] [--jobs 1]``
+``python -m course_tools.hub_sizing --learners 3 [--chapter 01_residual_stream] [--json]``
+``python -m course_tools.hub_sizing --grade 6 [--chapter 02_qk_ov_circuits] [--jobs 1]``
 
-Each learner is its own ``python -m course.execute`` process (a fresh kernel that runs the
+Each learner is its own ``python -m course_tools.execute`` process (a fresh kernel that runs the
 chapter's solution notebook top to bottom, as a learner who runs every cell would), all started
 together. Per learner it reports the wall time, the CPU seconds of the learner's whole process
 tree (kernel included; see :class:`CpuAccount`) and the kernel's peak resident memory,
 and the machine's load average before and after, since a shared machine inflates times.
-``--grade N`` instead grades N copies of the chapter's solution with ``course.grade_class``
+``--grade N`` instead grades N copies of the chapter's solution with ``course_tools.grade_class``
 (sandboxed, ``--jobs`` workers) and reports the wall time and CPU seconds per submission.
 ``docs/INSTRUCTORS.md`` ("Sizing") turns these into learners per node.
 """
@@ -90,10 +90,10 @@ def measured_command(command: list[str], env: dict[str, str] | None = None,
 
 
 def run_one_learner(notebook: str, env: dict[str, str], report: Path) -> LearnerRun:
-    """One learner's kernel on ``notebook`` (course.execute), measured."""
+    """One learner's kernel on ``notebook`` (course_tools.execute), measured."""
     with open(report, "w") as output:
         wall, cpu, status, _ = measured_command(
-            [sys.executable, "-m", "course.execute", "--json", notebook], env, output)
+            [sys.executable, "-m", "course_tools.execute", "--json", notebook], env, output)
     text = report.read_text()
     result = json.loads(text)[0] if text.strip() else {"peak_rss_mb": 0.0, "ok": False}
     return LearnerRun(wall, cpu, result["peak_rss_mb"], bool(result["ok"]) and status == 0)
@@ -115,7 +115,7 @@ def grading_throughput(chapter: str, submissions: int, jobs: int) -> dict:
             shutil.copy(paths.SOLUTIONS_DIR / f"{chapter}.ipynb",
                         Path(inbox) / f"learner{number}.ipynb")
         wall, cpu, status, method = measured_command(
-            [sys.executable, "-m", "course.grade_class", inbox, "--chapter", chapter,
+            [sys.executable, "-m", "course_tools.grade_class", inbox, "--chapter", chapter,
              "--jobs", str(jobs)])
     return {"submissions": submissions, "jobs": jobs, "wall_s": wall, "cpu_s": cpu,
             "cpu_s_per_submission": round(cpu / submissions, 1), "cpu_counted_by": method,
@@ -123,7 +123,7 @@ def grading_throughput(chapter: str, submissions: int, jobs: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.hub_sizing", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course_tools.hub_sizing", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--learners", type=int, default=2)
     parser.add_argument("--chapter", default="01_residual_stream")

@@ -56,7 +56,7 @@ class RecordedCall:
 
     def key(self) -> str:
         """A digest of the inputs, to reuse a mistake's output for the same call."""
-        from course.grading import codec
+        from course_tools.grading import codec
 
         tree, blob = codec.encode((self.function, self.args, self.kwargs))
         digest = hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from course import notebooks
+from course_tools import notebooks
 
 ITEM_HEADING = re.compile(r"^### (Exercise|Investigation): *`?([A-Za-z_][A-Za-z0-9_]*)`?",
                           re.MULTILINE)

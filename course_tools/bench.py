@@ -1,10 +1,10 @@
-"""Performance figures for the README: ``python -m course.bench``.
+"""Performance figures for the README: ``python -m course_tools.bench``.
 
 Measures, on this machine: setting up a fresh environment (``--setup``, slow), SmolLM2's
 first load (dequantise + process + cache, in a throwaway cache) and cached load, executing
 every solution notebook (time and the kernel's peak memory), grading every solution
 notebook with the hidden checks, grading a class of ``--class-size`` submissions of one
-chapter in parallel, as an instructor would (``course.grade_class``), and (``--tests``) the
+chapter in parallel, as an instructor would (``course_tools.grade_class``), and (``--tests``) the
 test suite: ``make quicktest`` and ``make test``. Each figure is printed next to its budget
 (:data:`BUDGETS`). These are benchmarks, not tests: nothing fails when a budget is missed, it
 is reported.
@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from course import notebooks
-from course.execute import _PeakMemory, run_notebook
+from course_tools import notebooks
+from course_tools.execute import _PeakMemory, run_notebook
 from utils import paths
 
 # Budgets on 2 CPU cores, in seconds (memory in MB).
@@ -147,7 +147,7 @@ def bench_notebooks(selected: list[Path]) -> dict:
 
 
 def bench_hidden_checks(selected: list[Path]) -> dict:
-    from course.grading.runner import grade_notebook
+    from course_tools.grading.runner import grade_notebook
 
     rows = []
     for path in selected:
@@ -168,7 +168,7 @@ def bench_hidden_checks(selected: list[Path]) -> dict:
 
 def bench_class_grading(chapter: str, size: int, jobs: int = 2) -> dict:
     """Grade a class of ``size`` copies of one chapter's solution with ``jobs`` workers."""
-    from course.grade_class import grade_class
+    from course_tools.grade_class import grade_class
 
     solution = paths.SOLUTIONS_DIR / f"{chapter}.ipynb"
     with tempfile.TemporaryDirectory() as inbox:
@@ -235,7 +235,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m course_tools.bench", description=__doc__)
     parser.add_argument("--setup", action="store_true", help="also time a fresh pip install")
     parser.add_argument("--no-cold", action="store_true", help="skip SmolLM2's first load")
     parser.add_argument("--chapters", nargs="*", help="only these (e.g. 01_residual_stream)")

@@ -1,7 +1,7 @@
 """Grade a notebook: find its hidden checks, run each against the sandboxed submission.
 
 Trusted code only. The submission's answer cells are read from the notebook as text and
-executed in the sandbox (:mod:`course.grading.sandbox`); the checks (from
+executed in the sandbox (:mod:`course_tools.grading.sandbox`); the checks (from
 ``tests/hidden/test_<chapter>.py``, or an instructor's private folder) run here and compare
 what comes back with independent references.
 """
@@ -19,18 +19,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course import notebooks
-from course.grading import trusted_calls
-from course.grading.checks import (
+from course_tools import notebooks
+from course_tools.grading import trusted_calls
+from course_tools.grading.checks import (
     CallFailed,
     OutOfTime,
     Submission,
     SubmissionError,
     TimeBudget,
 )
-from course.grading.diagnosis import Mistake, same_value
-from course.grading.overlay import checks_for
-from course.grading.sandbox import Sandbox
+from course_tools.grading.diagnosis import Mistake, same_value
+from course_tools.grading.overlay import checks_for
+from course_tools.grading.sandbox import Sandbox
 from utils import paths
 
 NOTEBOOK_BUDGET = 240.0  # seconds the learner's code may run, all of a notebook's calls together

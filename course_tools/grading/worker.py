@@ -1,9 +1,9 @@
 """The grading worker: runs *inside* the sandbox and executes submitted code, one call at a time.
 
-Started by :mod:`course.grading.sandbox` as ``python -P -m course.grading.worker``. The worker
-is a *zygote*: it imports torch and the course, runs the released chapter's setup cell and
-builds trusted values (models, caches) - and never receives a byte of any submission. Each
-call of a submitted function runs in a child forked from that clean state:
+Started by :mod:`course_tools.grading.sandbox` as ``python -P -m course_tools.grading.worker``.
+The worker is a *zygote*: it imports torch and the course, runs the released chapter's setup
+cell and builds trusted values (models, caches) - and never receives a byte of any submission.
+Each call of a submitted function runs in a child forked from that clean state:
 
 * the answer's source reaches the child, and its result leaves it, over a socket that the
   trusted grader made for that call alone and handed to the child through the worker, which
@@ -76,7 +76,7 @@ class Zygote:
     # ----------------------------------------------------------------- protocol
     def receive(self) -> tuple[dict, bytes, list[int]] | None:
         """One request: a marker byte carrying 0-2 file descriptors, then a framed message."""
-        from course.grading import codec
+        from course_tools.grading import codec
 
         marker, fds, _, _ = socket.recv_fds(self.control, 1, 2)
         if not marker:
@@ -87,7 +87,7 @@ class Zygote:
         return message[0], message[1], fds
 
     def reply(self, header: dict, blob: bytes = b"") -> None:
-        from course.grading import codec
+        from course_tools.grading import codec
 
         codec.send_message(self.writer, header, blob)
 
@@ -126,13 +126,13 @@ class Zygote:
         setup = header.get("setup_source", "")
         exec(compile(setup, "<setup cell>", "exec"), self.base_namespace)
         for name in header.get("preload_models", []):  # forked calls share them
-            self.resolve("course.grading.recipes:model", {"name": str(name)})
+            self.resolve("course_tools.grading.recipes:model", {"name": str(name)})
 
     def resolve(self, recipe: str, kwargs: dict) -> Any:
         """Build (once, in the clean worker) the value a trusted recipe describes."""
         key = recipe + json.dumps(_describe(kwargs), sort_keys=True)
         if key not in self.recipes:
-            from course.grading.codec import is_recipe_name
+            from course_tools.grading.codec import is_recipe_name
 
             module_name, func_name = recipe.split(":")
             if not is_recipe_name(recipe) or any(
@@ -147,7 +147,7 @@ class Zygote:
     # ----------------------------------------------------------------- calls
     def call(self, header: dict, blob: bytes, channel_fd: int, output_fd: int) -> None:
         """Fork a child for one call; wait for it; clean up after it; say how it ended."""
-        from course.grading import codec
+        from course_tools.grading import codec
 
         self.calls += 1
         try:
@@ -208,7 +208,7 @@ def _run_child(zygote: Zygote, header: dict, args, kwargs, channel_fd: int, outp
     """The forked child: read the answer over its own channel, run it, send the result back."""
     import tempfile
 
-    from course.grading import codec
+    from course_tools.grading import codec
 
     os.setpgid(0, 0)
     os.close(zygote.control.detach())  # the worker's channel: not the child's to use
@@ -272,7 +272,7 @@ def _run_child(zygote: Zygote, header: dict, args, kwargs, channel_fd: int, outp
 
 class _TrustedFunction:
     """Stands in for another exercise's function: the course's own version runs on the
-    trusted side (see :mod:`course.grading.trusted_calls`); only values cross."""
+    trusted side (see :mod:`course_tools.grading.trusted_calls`); only values cross."""
 
     def __init__(self, name: str, out, inp, built: dict[int, tuple[str, dict]]) -> None:
         self.__name__ = self.__qualname__ = name
@@ -284,7 +284,7 @@ class _TrustedFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         import torch
 
-        from course.grading import codec
+        from course_tools.grading import codec
 
         if any(isinstance(v, torch.Tensor) and v.requires_grad
                for v in (*args, *kwargs.values())):

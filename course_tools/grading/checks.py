@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from course.grading.codec import SandboxValue
-from course.grading.diagnosis import RecordedCall, describe_difference
+from course_tools.grading.codec import SandboxValue
+from course_tools.grading.diagnosis import RecordedCall, describe_difference
 
 
 class SubmissionError(AssertionError):
@@ -45,13 +45,13 @@ def points(value: float) -> Callable:
 
 def sandbox_model(name: str) -> SandboxValue:
     """A model loaded *inside* the sandbox: ``"smollm2"`` or a shipped toy model's name."""
-    return SandboxValue("course.grading.recipes:model", name=name)
+    return SandboxValue("course_tools.grading.recipes:model", name=name)
 
 
 def sandbox_cache(model_name: str, tokens: torch.Tensor, names: list[str] | None = None
                   ) -> SandboxValue:
     """An ``ActivationCache`` of ``model_name`` on ``tokens``, made inside the sandbox."""
-    return SandboxValue("course.grading.recipes:activation_cache", model_name=model_name,
+    return SandboxValue("course_tools.grading.recipes:activation_cache", model_name=model_name,
                         tokens=tokens, names=names)
 
 

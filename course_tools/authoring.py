@@ -1,7 +1,7 @@
 """Helpers for writing solution notebooks with the right nbgrader metadata.
 
 Chapter authors may edit ``solutions/*.ipynb`` in Jupyter, or (for a first draft) build one
-from Python with these helpers and :func:`course.notebooks.write_notebook`. Cell ids are
+from Python with these helpers and :func:`course_tools.notebooks.write_notebook`. Cell ids are
 derived from the cell's role and position, so regenerating gives the same ids.
 """
 

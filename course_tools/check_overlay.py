@@ -1,6 +1,6 @@
 """Prove a private overlay of hidden checks works before grading with it.
 
-    python -m course.check_overlay DIR [CHAPTER ...] [--solutions DIR] [--released DIR]
+    python -m course_tools.check_overlay DIR [CHAPTER ...] [--solutions DIR] [--released DIR]
 
 For every chapter the overlay covers (``DIR/test_<chapter>.py``; or only the chapters named),
 with the overlay's checks: the solution notebook scores full marks, the released stub scores
@@ -15,10 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from course import notebooks
-from course.grading.diagnosis import source_of
-from course.grading.overlay import checks_for
-from course.grading.runner import Grader
+from course_tools import notebooks
+from course_tools.grading.diagnosis import source_of
+from course_tools.grading.overlay import checks_for
+from course_tools.grading.runner import Grader
 from utils import paths
 
 
@@ -85,8 +85,9 @@ def check_overlay(overlay: Path, chapters: list[str] | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.check_overlay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m course_tools.check_overlay", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overlay", type=Path, help="folder of test_<chapter>.py files")
     parser.add_argument("chapters", nargs="*", help="only these chapters")
     parser.add_argument("--solutions", type=Path, default=paths.SOLUTIONS_DIR)

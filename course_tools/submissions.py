@@ -9,7 +9,7 @@ Accepted layouts (``learner`` = letters, digits, ``.``, ``_``, ``-``)::
 A learner's folder may also hold other chapters' notebooks (``01_residual_stream.ipynb`` when
 grading chapter 02): they are skipped. Two or more candidate notebooks in one folder are never
 guessed between: that learner gets a problem (an error row in every table) instead.
-Used by ``course.nbgrader_course collect`` and ``course.grade_class``.
+Used by ``course_tools.nbgrader_course collect`` and ``course_tools.grade_class``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def find_submissions(folder: Path, chapter: str) -> Submissions:
 
 def problem_report(chapter: str, checks_folder: Path | None, where: str, problem: str):
     """A zero-score report for a learner whose work could not be graded, naming the problem."""
-    from course.grading.runner import ExerciseResult, Report, checks_in, load_checks_module
+    from course_tools.grading.runner import ExerciseResult, Report, checks_in, load_checks_module
 
     checks = checks_in(load_checks_module(chapter, checks_folder))
     results = [ExerciseResult(c.exercise, 0.0, c.points, False, f"not graded: {problem}")

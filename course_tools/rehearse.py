@@ -1,11 +1,11 @@
 """A dress rehearsal of the instructor's grading day, on generated submissions.
 
-    python -m course.rehearse 01_residual_stream [--course-dir DIR] [--checks DIR]
+    python -m course_tools.rehearse 01_residual_stream [--course-dir DIR] [--checks DIR]
                                                 [--feedback auto|brief|full]
 
 builds a throwaway nbgrader course (or uses ``--course-dir``), releases the chapter, writes
 six learners' submissions whose right scores are known in advance, and runs the whole cycle of
-:mod:`course.nbgrader_course`: collect, autograde (sandboxed hidden checks), feedback, CSV
+:mod:`course_tools.nbgrader_course`: collect, autograde (sandboxed hidden checks), feedback, CSV
 export. It then checks what an instructor would check by hand, and exits non-zero if any of it
 is off:
 
@@ -18,7 +18,7 @@ is off:
   default with a private overlay) a value the full messages held;
 * feedback readable offline: maths without a CDN, the learner's own output kept, the hint for
   a helper defined in another cell;
-* with ``--checks``: the overlay itself passes ``course.check_overlay``.
+* with ``--checks``: the overlay itself passes ``course_tools.check_overlay``.
 
 The learners: ``ada`` answers as the solution does and printed something in her notebook;
 ``ben`` hands in the released notebook untouched; ``cy`` solves the first half and hands in a
@@ -41,10 +41,10 @@ from pathlib import Path
 
 from nbformat.v4 import new_code_cell, new_output
 
-from course import build, check_overlay, feedback, nbgrader_course, notebooks
-from course.grading.diagnosis import source_of
-from course.grading.overlay import checks_for
-from course.grading.runner import checks_in, load_checks_module
+from course_tools import build, check_overlay, feedback, nbgrader_course, notebooks
+from course_tools.grading.diagnosis import source_of
+from course_tools.grading.overlay import checks_for
+from course_tools.grading.runner import checks_in, load_checks_module
 from utils import paths
 
 CRASH_ANSWER = "import os\n\ndef {name}(*args, **kwargs):\n    os._exit(3)\n"
@@ -250,7 +250,7 @@ def _check_learner(root: Path, chapter: str, learner: Learner, score: float | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.rehearse", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course_tools.rehearse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapter", help="e.g. 01_residual_stream")
     parser.add_argument("--course-dir", type=Path,

@@ -26,7 +26,7 @@ class EncodingError(ValueError):
 
 
 #: Where trusted recipes may come from: the learner-facing package, or the grader's recipes.
-RECIPE_MODULES = ("utils.", "course.grading.recipes:")
+RECIPE_MODULES = ("utils.", "course_tools.grading.recipes:")
 
 
 def is_recipe_name(recipe: str) -> bool:
@@ -37,7 +37,7 @@ def is_recipe_name(recipe: str) -> bool:
 class SandboxValue:
     """A value built *inside* the sandbox by a trusted recipe, e.g. a loaded model.
 
-    ``recipe`` is ``"utils.module:function"`` or ``"course.grading.recipes:function"``
+    ``recipe`` is ``"utils.module:function"`` or ``"course_tools.grading.recipes:function"``
     (:data:`RECIPE_MODULES`); keyword arguments are encoded like any other
     value (and may themselves be ``SandboxValue``s). The worker builds each distinct recipe
     once and hands every call its own copy-on-write view of it.
@@ -46,7 +46,7 @@ class SandboxValue:
     def __init__(self, recipe: str, **kwargs: Any) -> None:
         if not is_recipe_name(recipe):
             raise ValueError("recipe must be 'utils.<module>:<function>' or "
-                             f"'course.grading.recipes:<function>', got {recipe!r}")
+                             f"'course_tools.grading.recipes:<function>', got {recipe!r}")
         self.recipe = recipe
         self.kwargs = kwargs
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from course.grading import codec
+from course_tools.grading import codec
 
 MAX_CALLS = 10_000  # per graded call: an answer that loops on a stand-in cannot keep us busy
 # Only models cross by name: a cache recipe would let an answer make the trusted side run a
 # forward pass of any size.
-TRUSTED_RECIPES = ("course.grading.recipes:model",)
+TRUSTED_RECIPES = ("course_tools.grading.recipes:model",)
 
 
 def available(references: dict[str, Callable], exercises: list[str], graded: str

@@ -1,6 +1,6 @@
 """Trusted values the sandbox builds for checks: models and activation caches.
 
-Named by checks through :func:`course.grading.checks.sandbox_model` and friends. These run
+Named by checks through :func:`course_tools.grading.checks.sandbox_model` and friends. These run
 in the grading worker *before* any submitted code, once per distinct set of arguments.
 """
 

@@ -12,7 +12,7 @@ def _explain_shadowed_utils(this_file: str) -> None:
     import os
     import sys
 
-    # This file is course/kernel_guard.py; the course's package is the sibling folder utils/.
+    # This file is course_tools/kernel_guard.py; the course's package is the sibling utils/.
     course_utils = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(this_file))),
                                 "utils")
 

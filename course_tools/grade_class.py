@@ -1,6 +1,6 @@
-"""Grade a whole class: ``python -m course.grade_class FOLDER --chapter CHAPTER [--jobs 2]``.
+"""Grade a whole class: ``python -m course_tools.grade_class FOLDER --chapter CHAPTER [--jobs 2]``.
 
-``FOLDER`` holds one submission per student (layouts: :mod:`course.submissions`); what is
+``FOLDER`` holds one submission per student (layouts: :mod:`course_tools.submissions`); what is
 skipped is listed with the reason, and a student whose notebook cannot be chosen gets an error
 row. Each of ``--jobs`` worker processes keeps one sandboxed
 grader and takes the next student; one student's crash, loop or attack costs only that
@@ -17,8 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from course.grading.runner import Grader, Report
-from course.submissions import find_submissions, problem_report
+from course_tools.grading.runner import Grader, Report
+from course_tools.submissions import find_submissions, problem_report
 
 _grader: Grader | None = None
 
@@ -109,7 +109,7 @@ def write_csv(reports: dict[str, Report], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.grade_class", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course_tools.grade_class", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--chapter", required=True)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.folder} is not a folder", file=sys.stderr)
         return 2
     started = time.monotonic()
-    from course.grading.sandbox import bubblewrap_path
+    from course_tools.grading.sandbox import bubblewrap_path
 
     if bubblewrap_path() is None and not args.allow_unsandboxed:
         print("error: grading a class needs the sandbox (bubblewrap): `apt-get install "

@@ -1,7 +1,7 @@
 """Generate the student notebooks in ``chapters/`` from the instructor's ``solutions/``.
 
-``python -m course.build`` rewrites ``chapters/``; ``python -m course.build --check`` changes
-nothing and exits non-zero if a committed chapter differs from a fresh build, a solution
+``python -m course_tools.build`` rewrites ``chapters/``; ``python -m course_tools.build --check``
+changes nothing and exits non-zero if a committed chapter differs from a fresh build, a solution
 notebook carries outputs, or any solution or hidden-check text reaches a student notebook.
 
 The transformation (deterministic: same input, same bytes):
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import nbformat
 
-from course import notebooks
-from course.notebooks import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END
+from course_tools import notebooks
+from course_tools.notebooks import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END
 from utils import paths
 
 CODE_STUB = ["# YOUR CODE HERE", "raise NotImplementedError()"]
@@ -109,7 +109,7 @@ def validate_solution(nb, name: str) -> None:
             raise BuildError(f"{where}: duplicate cell id {cell.id!r}")
         seen_ids.add(cell.id)
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
-            raise BuildError(f"{where}: has outputs; run `python -m course.build --strip` "
+            raise BuildError(f"{where}: has outputs; run `python -m course_tools.build --strip` "
                              "before committing")
         grade_id = notebooks.nbgrader_meta(cell).get("grade_id")
         if grade_id:
@@ -224,7 +224,7 @@ def build(solutions: Path, chapters: Path, checks: Path | None, check_only: bool
         if check_only:
             current = target.read_text(encoding="utf-8") if target.exists() else None
             if current != text:
-                problems.append(f"{target} is out of date: run `python -m course.build`")
+                problems.append(f"{target} is out of date: run `python -m course_tools.build`")
             if current is not None:
                 committed = notebooks.read_notebook(target)
                 for leak in find_leaks(solution_nb, committed, checks_file):
@@ -258,7 +258,7 @@ def strip_outputs(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.build", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course_tools.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="verify only; change nothing")
     parser.add_argument("--strip", action="store_true", help="strip outputs from solutions")

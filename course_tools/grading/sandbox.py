@@ -10,7 +10,7 @@ started as root the worker drops to ``nobody`` before it imports anything, so pr
 hold. Without bubblewrap (a learner's laptop) it runs as a plain subprocess in an empty
 temporary folder: fine for self-grading, and every report says UNSANDBOXED.
 
-Every call gets a fresh child of the clean worker (see :mod:`course.grading.worker`) and its
+Every call gets a fresh child of the clean worker (see :mod:`course_tools.grading.worker`) and its
 own socket and output pipe, made here; replies are matched to their requests.
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from course.grading import codec, trusted_calls
+from course_tools.grading import codec, trusted_calls
 from utils import paths
 
 BLOCKED_MODULES = ["utils.reference"]
@@ -87,13 +87,13 @@ def bubblewrap_path() -> str | None:
 
 
 def _readable_roots(extra: list[Path]) -> list[Path]:
-    """Folders the worker may read: system, Python, site-packages, utils and course (the
-    grading machinery the worker runs), model cache."""
+    """Folders the worker may read: system, Python, site-packages, utils and course_tools
+    (the grading machinery the worker runs), model cache."""
     system = ["/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin", "/etc"]
     roots = [Path(p) for p in system] + [Path(sys.base_prefix), Path(sys.prefix)]
     roots += [Path(p) for p in sys.path if p and Path(p).is_dir() and "site-packages" in p]
-    return roots + [paths.REPO_ROOT / "utils", paths.REPO_ROOT / "course", paths.cache_dir(),
-                    *extra]
+    return roots + [paths.REPO_ROOT / "utils", paths.REPO_ROOT / "course_tools",
+                    paths.cache_dir(), *extra]
 
 
 def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]) -> list[str]:
@@ -178,7 +178,8 @@ class _Tail:
 
 class _Result:
     """Reads a call's reply from its own socket in a thread; until the reply comes, serves the
-    answer's calls to trusted functions (:mod:`course.grading.trusted_calls`) on that socket."""
+    answer's calls to trusted functions (:mod:`course_tools.grading.trusted_calls`) on that
+    socket."""
 
     def __init__(self, sock: socket.socket, helpers: dict | None = None) -> None:
         self.sock = sock
@@ -215,7 +216,7 @@ class Sandbox:
     ``require_isolation=True`` (instructors) refuses to run without bubblewrap.
     ``hidden_modules`` names ``utils`` modules that hold this chapter's answers.
     ``trusted_helpers(function)`` gives the trusted functions an answer defining
-    ``function`` may call (see :mod:`course.grading.trusted_calls`).
+    ``function`` may call (see :mod:`course_tools.grading.trusted_calls`).
     ``preload_models`` are loaded by the worker before any call (``"smollm2"`` is then shared
     by every call's own ``load_smollm2()``, instead of loaded per call).
     """
@@ -264,7 +265,7 @@ class Sandbox:
                    COURSE_GRADER_FD=str(theirs.fileno()))
         # -P: the working directory is never on sys.path, whatever a call leaves there.
         # abspath: `../.venv/bin/python` started from course/ names a folder the sandbox lacks.
-        worker = [os.path.abspath(sys.executable), "-P", "-m", "course.grading.worker"]
+        worker = [os.path.abspath(sys.executable), "-P", "-m", "course_tools.grading.worker"]
         if bwrap:
             if _as_root():  # the worker runs as nobody: it must be able to read the models
                 paths.share_with_sandbox(paths.cache_dir())
