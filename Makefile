@@ -74,13 +74,13 @@ TEST_JOBS ?= 2
 ONE_THREAD = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: setup system-deps hub-proxy
-	$(BIN)/ruff check utils tests
+	$(BIN)/ruff check utils course_tools tests
 	$(BIN)/python -m course_tools.pins --check
 	$(BIN)/python -m course_tools.build --check
 	$(ONE_THREAD) $(PYTEST) -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 quicktest: setup
-	$(BIN)/ruff check utils tests
+	$(BIN)/ruff check utils course_tools tests
 	$(BIN)/python -m course_tools.build --check
 	$(ONE_THREAD) $(PYTEST) -n $(QUICK_JOBS) --dist loadgroup --no-loadscope-reorder -m "not slow" \
 	  --durations=10
