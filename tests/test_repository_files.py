@@ -57,3 +57,24 @@ def test_make_lab_hides_the_instructor_panels_binder_hides():
     assert "binder/learner-jupyter" in lab.group(0)
     assert '[ "$$(id -u)" = "0" ] && echo --allow-root' in lab.group(0)
     assert "chapters/utils.py" in lab.group(0)
+
+
+def _readme_table_names(header: str) -> set[str]:
+    """The backticked names in the first column of the README table that starts at ``header``."""
+    text = (REPO_ROOT / "README.md").read_text()
+    table = text[text.index(header):].split("\n\n", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines()[2:] if line.startswith("|")]
+    return {name.rstrip("/").split(" ")[0] for cell in first_cells
+            for name in re.findall(r"`([^`]+)`", cell)}
+
+
+def test_readme_tables_name_every_module_in_its_package():
+    for package, header in (("utils", "| `utils/` module"),
+                            ("course_tools", "| `course_tools/` module")):
+        folder = REPO_ROOT / package
+        modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+        modules |= {p.name for p in folder.iterdir()
+                    if p.is_dir() and (p / "__init__.py").is_file()}
+        named = _readme_table_names(header)
+        assert modules <= named, f"{package}/ modules missing from the README: {modules - named}"
+        assert named <= modules, f"README names {named - modules} under {package}/, not there"
