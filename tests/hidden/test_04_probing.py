@@ -574,6 +574,19 @@ _STEER = """def steer_logit_diff(model, tokens, last_pos, direction, layer, alph
     return final[:, answer_ids[0]] - final[:, answer_ids[1]]
 """
 
+_LEACE = """def leace_erase(x, y, is_train):
+    xd = x.double()
+    tr, yt = xd[is_train], y[is_train]
+    delta = tr[yt == 1].mean(0) - tr[yt == 0].mean(0)
+"""
+
+
+def _leace_mutant(ending: str) -> str:
+    """A wrong ``leace_erase``: training rows and class-mean difference as they should be,
+    then ``ending``."""
+    return _LEACE + ending
+
+
 _GOOD_STEER = dict(unit="direction / direction.norm()", where="rows, last_pos",
                    hook="hook_resid_post", read="last_pos")
 _GOOD_PROBE = dict(fit_rows="is_train", stats="x_train", z_test="(x[test] - mean) / std",
@@ -798,35 +811,26 @@ MUTANTS = {
             "training mean, so every row is also shifted by a constant: subtract the training "
             "mean of x before projecting (the class means still match, but the edit is not the "
             "least-squares one)",
-            """def leace_erase(x, y, is_train):
-    xd = x.double()
-    tr, yt = xd[is_train], y[is_train]
-    delta = tr[yt == 1].mean(0) - tr[yt == 0].mean(0)
+            _leace_mutant('''\
     s = t.linalg.solve(t.cov(tr.T), delta)
     return (xd - (xd @ s)[:, None] * delta / (delta @ s)).to(x.dtype)
-""", hint=2),
+'''), hint=2),
         "orthogonal_projection": Mistake(
             "you projected out the class-mean difference orthogonally (as project_out does): "
             "LEACE measures how far to move along it with the covariance, through Σ⁻¹Δ, so that "
             "the edit is the smallest one that equalises the class means",
-            """def leace_erase(x, y, is_train):
-    xd = x.double()
-    tr, yt = xd[is_train], y[is_train]
-    delta = tr[yt == 1].mean(0) - tr[yt == 0].mean(0)
+            _leace_mutant('''\
     u = delta / delta.norm()
     return (xd - ((xd - tr.mean(0)) @ u)[:, None] * u).to(x.dtype)
-""", hint=1),
+'''), hint=1),
         "drops_the_normaliser": Mistake(
             "you moved each row by Delta times its reading along Sigma^-1 Delta without dividing "
             "by Delta . Sigma^-1 Delta, so the edit has the wrong length and the class means stay "
             "apart: a row one class-mean difference away must move by exactly Delta",
-            """def leace_erase(x, y, is_train):
-    xd = x.double()
-    tr, yt = xd[is_train], y[is_train]
-    delta = tr[yt == 1].mean(0) - tr[yt == 0].mean(0)
+            _leace_mutant('''\
     s = t.linalg.solve(t.cov(tr.T), delta)
     return (xd - ((xd - tr.mean(0)) @ s)[:, None] * delta).to(x.dtype)
-""", hint=1),
+'''), hint=1),
         "statistics_from_all_rows": Mistake(
             "you estimated the mean, covariance or class means from every row, the held-out ones "
             "included: fit the eraser on the training rows only, then apply it to every row",
