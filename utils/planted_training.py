@@ -41,7 +41,6 @@ import argparse
 import functools
 import hashlib
 import json
-import platform
 import random
 import re
 import sys
@@ -71,7 +70,13 @@ from utils.planted_models import (
 )
 from utils.toy_models import attn_only_config, make_toy_model, save_toy_model
 from utils.training import deterministic_torch
-from utils.weights_files import atomic_folder, package_version, write_checksums
+from utils.weights_files import (
+    atomic_folder,
+    environment,
+    file_sha256,
+    write_checksums,
+    write_json,
+)
 
 __all__ = [
     "KINDS",
@@ -170,13 +175,13 @@ def build_corpus(out_dir: Path | None = None) -> dict[str, Any]:
         "unk_rate_train": round(float((train_mapped == UNK).float().mean()), 4),
         "unk_rate_heldout_rows": round(float((heldout[:, 1:] == UNK).float().mean()), 4),
         "seconds": round(time.perf_counter() - t0, 1),
-        "environment": _environment(),
+        "environment": environment(),
     }
     out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR / CORPUS_NAME
     with atomic_folder(out_dir) as tmp:
-        _write_json(tmp / VOCAB_FILE, {"smollm2_ids": [None, None] + top, "strings": strings})
+        write_json(tmp / VOCAB_FILE, {"smollm2_ids": [None, None] + top, "strings": strings})
         save_file({"tokens": heldout.contiguous()}, str(tmp / HELDOUT_FILE))
-        _write_json(tmp / "build_log.json", log)
+        write_json(tmp / "build_log.json", log)
         write_checksums(tmp)
     return log
 
@@ -548,8 +553,6 @@ def write_variant(name: str, spec: dict[str, Any], model: Any, run: dict[str, An
     The truth (spec, behaviour measurements, weights checksum) is returned, not written here:
     it must go somewhere the grading sandbox cannot read.
     """
-    from utils.weights_files import file_sha256
-
     cfg = dict(MODEL_CFG, model_name=name)
     training_log = {
         "name": name,
@@ -561,7 +564,7 @@ def write_variant(name: str, spec: dict[str, Any], model: Any, run: dict[str, An
         "heldout_loss": run["log"][-1]["heldout_loss"],
         "training_seconds": run["training_seconds"],
         "log": run["log"],
-        "environment": _environment(),
+        "environment": environment(),
     }
     with atomic_folder(out_dir) as tmp:
         save_toy_model(model, cfg, tmp, extra_metadata={"bos_token": BOS, "unk_token": UNK,
@@ -579,15 +582,6 @@ def write_variant(name: str, spec: dict[str, Any], model: Any, run: dict[str, An
     }
 
 
-def _environment() -> dict[str, str]:
-    return {"torch": torch.__version__, "transformer_lens": package_version("transformer-lens"),
-            "python": platform.python_version(), "machine": platform.machine()}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def read_shipped_truth() -> dict[str, Any]:
     """``tests/hidden/capstone_truth.json`` (the shipped variants' truth), or ``{}``."""
     if not SHIPPED_TRUTH.is_file():
@@ -597,7 +591,6 @@ def read_shipped_truth() -> dict[str, Any]:
 
 def _remeasure(name: str) -> int:
     from utils.planted_models import load_planted_model
-    from utils.weights_files import file_sha256
 
     shipped = read_shipped_truth()
     entry = shipped[name]
@@ -608,7 +601,7 @@ def _remeasure(name: str) -> int:
     entry["behaviour"] = measure_behaviour(model, spec)
     entry["component_effects"] = (component_effects(model, spec) if spec["kind"] != "decoy"
                                   else None)
-    _write_json(SHIPPED_TRUTH, shipped)
+    write_json(SHIPPED_TRUTH, shipped)
     print(json.dumps({k: entry[k] for k in ("behaviour", "component_effects")}, indent=2))
     return 0
 
@@ -647,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                               "python -m utils.planted_training train --variant private "
                               "--secret ...")
         truth_path = args.out / "capstone_truth.json"
-        truth_path.write_text(json.dumps({name: truth}, indent=2, sort_keys=True) + "\n")
+        write_json(truth_path, {name: truth})
         truth_path.chmod(0o600)
         print(f"weights: {args.out / name}\ntruth:   {truth_path} (keep it private)")
         print(json.dumps({k: truth[k] for k in ("behaviour", "heldout_loss",
@@ -666,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"python -m utils.planted_training train --variant {args.variant}")
     if args.out is None:  # the shipped copy: record its truth next to the others
         shipped[args.variant] = dict(truth, secret=entry["secret"])
-        _write_json(SHIPPED_TRUTH, shipped)
+        write_json(SHIPPED_TRUTH, shipped)
     print(json.dumps({k: truth[k] for k in ("behaviour", "heldout_loss", "training_seconds",
                                             "weights_sha256")}, indent=2))
     return 0

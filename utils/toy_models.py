@@ -79,6 +79,7 @@ from utils.weights_files import (
     WeightsChecksumError,
     display_path,
     write_checksums,
+    write_json,
 )
 
 __all__ = [
@@ -229,17 +230,13 @@ def save_toy_model(
         "config": cfg,
         "metadata": extra_metadata or {},
     }
-    _write_json(directory / CONFIG_FILE, config_doc)
+    write_json(directory / CONFIG_FILE, config_doc)
     for name, obj in (extra_json_files or {}).items():
         if Path(name).name != name or name in (WEIGHTS_FILE, CONFIG_FILE, CHECKSUM_FILE):
             raise ValueError(f"bad extra file name {name!r}")
-        _write_json(directory / name, obj)
+        write_json(directory / name, obj)
     write_checksums(directory)
     return directory
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _resolve(name_or_dir: str | os.PathLike[str]) -> Path:

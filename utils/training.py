@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from utils.data import repeated_random_tokens, training_mixture
 from utils.head_scores import induction_score, previous_token_score
 from utils.paths import WEIGHTS_DIR
 from utils.toy_models import attn_only_config, make_toy_model, save_toy_model
-from utils.weights_files import atomic_folder, package_version
+from utils.weights_files import atomic_folder, environment
 
 __all__ = [
     "RECIPES",
@@ -422,12 +421,7 @@ def write_trained_model(name: str, result: TrainResult, out_dir: Path | None = N
         "final_scores_fresh_tokens": summary,
         "training_seconds": round(result.seconds, 1),
         "log": result.log,
-        "environment": {
-            "torch": torch.__version__,
-            "transformer_lens": package_version("transformer-lens"),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        "environment": environment(),
     }
     if failures:
         # Keep the evidence: write the failed model and its log somewhere temporary.

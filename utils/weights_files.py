@@ -9,20 +9,24 @@ processed SmolLM2 cache) goes through here:
 * :func:`atomic_folder` builds a folder next to its destination and renames it into place,
   so an interrupted run never leaves a half-written folder, and makes it readable by every
   user (the grading sandbox runs as ``nobody``).
-* :func:`package_version` records what wrote a folder.
+* :func:`package_version` and :func:`environment` record what wrote a folder;
+  :func:`write_json` writes its JSON files (config, logs) in one stable format.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import platform
 import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from utils.paths import REPO_ROOT, share_with_sandbox
 
@@ -31,11 +35,13 @@ __all__ = [
     "WeightsChecksumError",
     "atomic_folder",
     "display_path",
+    "environment",
     "file_sha256",
     "package_version",
     "read_checksums",
     "verify_checksums",
     "write_checksums",
+    "write_json",
 ]
 
 CHECKSUM_FILE = "SHA256SUMS"
@@ -161,3 +167,16 @@ def package_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "unknown"
+
+
+def environment() -> dict[str, str]:
+    """What a training run's log records about the software and machine that made it."""
+    import torch
+
+    return {"torch": torch.__version__, "transformer_lens": package_version("transformer-lens"),
+            "python": platform.python_version(), "machine": platform.machine()}
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """``obj`` as indented JSON with sorted keys and a final newline (stable diffs)."""
+    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
