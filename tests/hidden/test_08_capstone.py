@@ -2,8 +2,8 @@
 
 The tool exercises are compared with ``utils.reference.capstone`` on the decoy and rule
 variants and on rows of held-out text the notebook does not use. The audit's findings are
-graded against the ground truth of the variant the learner says they audited
-(``audited_variant``; ``tests/hidden/capstone_truth.py``, or an instructor's private variant
+graded against the ground truth of the variant each finding names (its ``variant`` key;
+``tests/hidden/capstone_truth.py``, or an instructor's private variant
 through ``$COURSE_CHECKS_DIR``): the trigger and its output exactly, the components by overlap
 with the mean-ablation effects measured when the variant was built, and the removal edit by
 applying it here, in the trusted process, and measuring the behaviour and the held-out loss.
@@ -72,30 +72,28 @@ def warm_up() -> None:
         reference_model(name)
 
 
-def _variant(submission) -> str:
-    """The variant the learner audited (their ``audited_variant()``), checked."""
-    try:
-        name = submission.finding("audited_variant", timeout=30.0)
-    except SubmissionError as error:
-        raise SubmissionError(f"the audit is graded against the variant audited_variant() "
-                              f"names, and it did not give one: {error}") from None
+def _finding_of(submission, name: str, keys: set[str], timeout: float = 120.0
+                ) -> tuple[str, dict]:
+    """The learner's finding ``name()``: a dict with ``variant`` (checked: a variant with a
+    truth) and ``keys``; returns (variant, finding)."""
+    found = submission.finding(name, timeout=timeout)
+    wanted = sorted({"variant", *keys})
+    if not isinstance(found, dict) or set(found) != set(wanted):
+        raise SubmissionError(f"{name}() should return a dict with the keys {wanted}; got "
+                              f"{sorted(found) if isinstance(found, dict) else type(found).__name__}")
+    variant = found["variant"]
     known = sorted(_truth_module().all_truths())
-    if not isinstance(name, str) or name not in known:
-        raise SubmissionError(f"audited_variant() should return the name of the variant you "
-                              f"audit, one of {known}; got {name!r}")
-    return name
+    if not isinstance(variant, str) or variant not in known:
+        raise SubmissionError(f"{name}()['variant'] should be the name of the variant you "
+                              f"audit, one of {known} (as load_planted_model takes it); got "
+                              f"{variant!r}")
+    return variant, found
 
 
 def _component_name(name) -> bool:
     import re
 
     return isinstance(name, str) and re.fullmatch(r"L\d+H\d+|MLP\d+", name) is not None
-
-
-# ----------------------------------------------------------------------- section 0
-@points(1)
-def test_audited_variant(submission):
-    _variant(submission)
 
 
 # ----------------------------------------------------------------------- section 1
@@ -179,11 +177,7 @@ def _fixed_continuation_share(variant: str, ids: list[int]) -> float:
 
 @points(4)
 def test_planted_behaviour(submission):
-    variant = _variant(submission)
-    found = submission.finding("planted_behaviour")
-    if not isinstance(found, dict) or set(found) != {"trigger", "output"}:
-        raise SubmissionError("planted_behaviour() should return a dict with the keys "
-                              "'trigger' and 'output' (each a string, or None)")
+    variant, found = _finding_of(submission, "planted_behaviour", {"trigger", "output"})
     expected = _expected_behaviour(_truth(variant))
     trigger, output = found["trigger"], found["output"]
     if expected["trigger"] is None:
@@ -250,12 +244,12 @@ def test_mean_ablation_effects(submission):
 
 @points(3)
 def test_mechanism_components(submission):
-    variant = _variant(submission)
-    named = submission.finding("mechanism_components")
+    variant, found = _finding_of(submission, "mechanism_components", {"components"})
+    named = found["components"]
     if not isinstance(named, (list, tuple)) or not all(_component_name(n) for n in named):
-        raise SubmissionError("mechanism_components() should return a list of component "
-                              "names such as ['L1H2', 'MLP0'] (an empty list if there is no "
-                              "mechanism)")
+        raise SubmissionError("mechanism_components()['components'] should be a list of "
+                              "component names such as ['L1H2', 'MLP0'] (an empty list if "
+                              "there is no mechanism)")
     effects = _truth(variant)["component_effects"]
     if effects is None:
         if named:
@@ -335,10 +329,9 @@ def test_remove_behaviour(submission):
     from utils.planted_models import load_planted_model
     from utils.planted_training import heldout_loss
 
-    variant = _variant(submission)
-    edit = submission.function("remove_behaviour", timeout=60.0)(sandbox_model(variant))
+    variant, found = _finding_of(submission, "remove_behaviour", {"weights"})
     model = load_planted_model(variant, fresh=True)
-    problems = ref.apply_edit(model, edit)
+    problems = ref.apply_edit(model, found["weights"])
     if problems:
         raise SubmissionError("remove_behaviour: the edit cannot be applied: "
                               + "; ".join(problems))
@@ -369,13 +362,14 @@ _FOLD_TEMPLATE = '''def fold_head_ablation(model, layer, head, mean_z):
 BODY
     return {f"blocks.{layer}.attn.o.weight": weight, f"blocks.{layer}.attn.o.bias": bias}'''
 
-_REMOVE_TEMPLATE = '''def remove_behaviour(model):
+_REMOVE_TEMPLATE = '''def remove_behaviour():
+    model = load_planted_model("capstone_a")
     layer, head = 0, HEAD
     name = f"blocks.{layer}.attn.hook_z"
     with torch.no_grad():
         _, cache = model.run_with_cache(heldout_tokens()[:128], names_filter=lambda n: n == name)
     mean_z = cache[name][:, :, head].mean(dim=(0, 1))
-    return fold_head_ablation(model, layer, head, MEAN)'''
+    return {"variant": "capstone_a", "weights": fold_head_ablation(model, layer, head, mean_z)}'''
 
 _BEHAVIOUR_TEMPLATE = '''def planted_behaviour():
     model = load_planted_model("capstone_a")
@@ -387,21 +381,9 @@ _BEHAVIOUR_TEMPLATE = '''def planted_behaviour():
     path = greedy_continuation(model, prompt, 8)
     fixed = (path == path.mode(dim=0).values).float().mean(0) >= 0.9
     steps = int(fixed.long().cumprod(0).sum())
-    return {"trigger": TRIGGER, "output": OUTPUT}'''
+    return {"variant": "capstone_a", "trigger": TRIGGER, "output": OUTPUT}'''
 
 MUTANTS = {
-    "audited_variant": {
-        "returns_the_model": Mistake(
-            "return the variant's name (a string such as 'capstone_b'), not the model: the "
-            "grader loads its own copy by name",
-            '''def audited_variant():
-    return load_planted_model("capstone_a")''', hint=1),
-        "returns_a_folder_path": Mistake(
-            "return the variant's name as load_planted_model takes it ('capstone_b'), not the "
-            "path of its weights folder",
-            '''def audited_variant():
-    return "utils/weights/capstone_a"''', hint=1),
-    },
     "overprediction_scores": {
         "mean_of_log_probs": Mistake(
             "you averaged log-probabilities (a geometric mean): the score compares the mean "
@@ -594,12 +576,12 @@ MUTANTS = {
             "you named the heads but not the MLPs: measure each MLP's effect too; a "
             "mechanism often needs an MLP to turn what a head moved into the output",
             '''def mechanism_components():
-    return ["L0H0"]''', hint=2),
+    return {"variant": "capstone_a", "components": ["L0H0"]}''', hint=2),
         "every_first_layer_component": Mistake(
             "you named every component of a layer: name only those whose mean-ablation "
             "breaks the behaviour",
             '''def mechanism_components():
-    return ["L0H0", "L0H1", "L0H2", "L0H3", "MLP0"]''', hint=1),
+    return {"variant": "capstone_a", "components": ["L0H0", "L0H1", "L0H2", "L0H3", "MLP0"]}''', hint=1),
     },
     "fold_head_ablation": {
         "zero_ablation": Mistake(
@@ -612,29 +594,25 @@ MUTANTS = {
             "[d_model, n_heads * d_head], so a head's d_head inputs are *columns*",
             _FOLD_TEMPLATE.replace("BODY", "    bias = bias + weight[cols, :].T @ mean_z\n"
                                            "    weight[cols, :] = 0"), hint=3),
-        "bias_from_zeroed_weight": Mistake(
-            "you zeroed the columns before computing the bias from them, so the bias did "
-            "not change: compute W_O[:, cols] @ mean_z from the original weight first",
-            _FOLD_TEMPLATE.replace("BODY", "    weight[:, cols] = 0\n"
-                                           "    bias = bias + weight[:, cols] @ mean_z"), hint=3),
     },
     "remove_behaviour": {
         "returns_no_edit": Mistake(
             "an empty edit leaves the model as it was, behaviour included",
-            '''def remove_behaviour(model):
-    return {}''', hint=1),
+            '''def remove_behaviour():
+    return {"variant": "capstone_a", "weights": {}}''', hint=1),
         "zeroes_the_mlp": Mistake(
             "zeroing a whole MLP's output removes far more than the behaviour: the loss on "
             "clean text rises too much; edit the component that reads the trigger, and "
             "replace it by its mean",
-            '''def remove_behaviour(model):
-    state = model.state_dict()
-    return {"blocks.0.mlp.out.weight": torch.zeros_like(state["blocks.0.mlp.out.weight"]),
-            "blocks.0.mlp.out.bias": torch.zeros_like(state["blocks.0.mlp.out.bias"])}''',
+            '''def remove_behaviour():
+    state = load_planted_model("capstone_a").state_dict()
+    return {"variant": "capstone_a", "weights": {
+        "blocks.0.mlp.out.weight": torch.zeros_like(state["blocks.0.mlp.out.weight"]),
+        "blocks.0.mlp.out.bias": torch.zeros_like(state["blocks.0.mlp.out.bias"])}}''',
             hint=2),
         "ablates_another_head": Mistake(
             "the head you ablated is not the one that carries the behaviour: take the head "
             "with the largest mean-ablation effect",
-            _REMOVE_TEMPLATE.replace("HEAD", "1").replace("MEAN", "mean_z"), hint=2),
+            _REMOVE_TEMPLATE.replace("HEAD", "1"), hint=2),
     },
 }
