@@ -42,8 +42,10 @@ MAX_BEHAVIOUR_LEFT = 0.05
 REFERENCES = {
     "overprediction_scores": ref.overprediction_scores,
     "greedy_continuation": ref.greedy_continuation,
+    "continuation_agreement": ref.continuation_agreement,
     "insertion_shift": ref.insertion_shift,
     "mean_ablation_effects": ref.mean_ablation_effects,
+    "attention_to_source": ref.attention_to_source,
     "fold_head_ablation": ref.fold_head_ablation,
 }
 # The module that builds the variants and measures their behaviour knows too much.
@@ -115,6 +117,26 @@ def test_overprediction_scores(submission):
                  inputs="8 held-out rows of 40 tokens, the decoy variant")
 
 
+@torch.no_grad()
+def _top_overpredicted(variant: str) -> str:
+    from utils.planted_models import to_str_tokens
+
+    scores = ref.overprediction_scores(reference_model(variant), _rows(0, 128))
+    return to_str_tokens([int(scores.argmax())])[0]
+
+
+@points(1)
+def test_conspicuous_token(submission):
+    variant, found = _finding_of(submission, "conspicuous_token", {"token"})
+    expected = _top_overpredicted(variant)
+    if found["token"] != expected:
+        raise SubmissionError(
+            f"conspicuous_token ({variant}): {found['token']!r} is not the token with the "
+            "highest overprediction score on held-out rows 0-127 (the ratio of the mean "
+            "predicted probability to the smoothed frequency, not the probability alone); "
+            "write it as to_str_tokens writes it")
+
+
 @points(2)
 def test_greedy_continuation(submission):
     f = submission.function("greedy_continuation")
@@ -129,6 +151,15 @@ def test_greedy_continuation(submission):
             f"differ from greedy decoding's, first in row {int((got != expected).any(1).int().argmax())}"
             ": each new token is the argmax of the logits at the last position of the sequence "
             "so far, prompt plus the tokens already chosen")
+
+
+@points(1)
+def test_continuation_agreement(submission):
+    f = submission.function("continuation_agreement")
+    paths = torch.tensor([[4, 7, 7, 1], [4, 7, 2, 1], [4, 3, 2, 1], [5, 7, 9, 1], [4, 8, 2, 1]])
+    got = expect_tensor(f(paths), "continuation_agreement", "n_new", (4,))
+    assert_close(got, ref.continuation_agreement(paths), "continuation_agreement", atol=1e-5,
+                 what="shares", dims="n_new", inputs="5 rows of 4 tokens")
 
 
 @points(3)
@@ -277,6 +308,61 @@ def test_mechanism_components(submission):
 
 # ----------------------------------------------------------------------- section 4
 @points(2)
+def test_attention_to_source(submission):
+    f = submission.function("attention_to_source")
+    model = reference_model("capstone_c")
+    tokens = _rows(236, 240)[:, :30]
+    mask = torch.zeros(tokens.shape, dtype=torch.bool)
+    mask[:, [5, 17, 29]] = True
+    mask[0, 11] = True
+    layer, head = 1, 2
+    got = expect_tensor(f(sandbox_model("capstone_c"), tokens, mask, layer, head),
+                        "attention_to_source", "d_vocab", (model.cfg.d_vocab,))
+    assert_close(got, ref.attention_to_source(model, tokens, mask, layer, head),
+                 "attention_to_source", atol=1e-4, rtol=1e-3, what="attention shares",
+                 dims="d_vocab", inputs=f"4 held-out rows of 30 tokens, 13 query positions, "
+                                        f"layer {layer} head {head}")
+
+
+@torch.no_grad()
+def _head_reads_truth(variant: str) -> tuple[str, str] | tuple[None, None]:
+    """The head whose mean-ablation removes most of the behaviour, and the token it attends
+    to most from the places where the behaviour shows (the truth's own behaviour batch)."""
+    from utils.planted_models import to_str_tokens
+    from utils.planted_training import _behaviour_batch
+
+    truth = _truth(variant)
+    effects = truth["component_effects"]
+    if effects is None:
+        return None, None
+    head = max((n for n in effects if n.startswith("L")), key=effects.get)
+    tokens, mask, _ = _behaviour_batch(truth["spec"])
+    layer, index = (int(part) for part in head[1:].split("H"))
+    mass = ref.attention_to_source(reference_model(variant), tokens, mask, layer, index)
+    return head, to_str_tokens([int(mass.argmax())])[0]
+
+
+@points(2)
+def test_head_reads(submission):
+    variant, found = _finding_of(submission, "head_reads", {"head", "reads"})
+    head, reads = _head_reads_truth(variant)
+    if head is None:
+        if found["head"] is not None or found["reads"] is not None:
+            raise SubmissionError(f"head_reads ({variant}): with nothing planted, no head "
+                                  "reads a trigger: head and reads are None")
+        return
+    if found["head"] != head:
+        raise SubmissionError(
+            f"head_reads ({variant}): {found['head']!r} is not the head whose mean-ablation "
+            "removes the most behaviour (among heads only; MLPs do not attend)")
+    if found["reads"] != reads:
+        raise SubmissionError(
+            f"head_reads ({variant}): the head is right, but it does not attend most to "
+            f"{found['reads']!r} from the places where the behaviour shows: sum its attention "
+            "by source token over those places (attention_to_source) and take the largest")
+
+
+@points(2)
 def test_fold_head_ablation(submission):
     f = submission.function("fold_head_ablation")
     model = reference_model("capstone_b")
@@ -341,7 +427,8 @@ def test_remove_behaviour(submission):
             f"remove_behaviour ({variant}): the edit raises the loss on clean held-out text by "
             f"{rise:.3f} nats per token (allowed: {MAX_LOSS_RISE}): it removes more than the "
             "behaviour. Replace the component by its mean rather than by zero, and edit as "
-            "little as you can (one component, not a whole layer)")
+            "little as you can (one component, not a whole layer; none, if your audit found "
+            "nothing planted)")
     if _truth(variant)["spec"]["kind"] == "decoy":
         return
     left, measured = _behaviour_left(variant, model)
@@ -417,6 +504,36 @@ MUTANTS = {
     counts = torch.bincount(targets, minlength=model.cfg.d_vocab).float()
     frequency = (counts + 1) / targets.numel()
     return mean_prob.log() - frequency.log()''', hint=3),
+    },
+    "conspicuous_token": {
+        "highest_probability": Mistake(
+            "you took the token the model predicts most often overall: the lead is the token "
+            "it predicts most often *compared with how often the text has it* (the highest "
+            "overprediction score)",
+            '''def conspicuous_token():
+    model = load_planted_model("capstone_a")
+    with torch.no_grad():
+        mean_prob = torch.softmax(model(heldout_tokens()[:128]), dim=-1).mean(dim=(0, 1))
+    return {"variant": "capstone_a", "token": to_str_tokens([int(mean_prob.argmax())])[0]}''',
+            hint=1),
+        "lowest_score": Mistake(
+            "you took the smallest score: the lead is the token the model over-predicts most, "
+            "the largest score",
+            '''def conspicuous_token():
+    scores = overprediction_scores(load_planted_model("capstone_a"), heldout_tokens()[:128])
+    return {"variant": "capstone_a", "token": to_str_tokens([int(scores.argmin())])[0]}''',
+            hint=2),
+    },
+    "continuation_agreement": {
+        "agrees_with_the_first_row": Mistake(
+            "you compared every row with the first row: compare with each step's most common "
+            "token (the first row may be the odd one out)",
+            '''def continuation_agreement(paths):
+    return (paths == paths[0]).float().mean(dim=0)''', hint=2),
+        "counts_instead_of_shares": Mistake(
+            "you returned how many rows agree: return the share, between 0 and 1",
+            '''def continuation_agreement(paths):
+    return (paths == paths.mode(dim=0).values).float().sum(dim=0)''', hint=3),
     },
     "greedy_continuation": {
         "never_feeds_back": Mistake(
@@ -582,6 +699,42 @@ MUTANTS = {
             "breaks the behaviour",
             '''def mechanism_components():
     return {"variant": "capstone_a", "components": ["L0H0", "L0H1", "L0H2", "L0H3", "MLP0"]}''', hint=1),
+    },
+    "attention_to_source": {
+        "not_averaged": Mistake(
+            "you summed the attention over the places without dividing by their number: the "
+            "contract asks for the mean over the mask's places (the shares then sum to 1)",
+            '''def attention_to_source(model, tokens, mask, layer, head):
+    name = f"blocks.{layer}.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+    pattern = cache[name][:, head][mask]
+    sources = tokens[mask.nonzero()[:, 0]]
+    return torch.zeros(model.cfg.d_vocab).index_add_(0, sources.flatten(), pattern.flatten())''',
+            hint=3),
+        "keys_and_queries_swapped": Mistake(
+            "you read the pattern as [query, key] the wrong way round: hook_pattern is [batch, "
+            "head, query_pos, key_pos], and the places in the mask are queries",
+            '''def attention_to_source(model, tokens, mask, layer, head):
+    name = f"blocks.{layer}.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+    pattern = cache[name][:, head].transpose(1, 2)[mask]
+    sources = tokens[mask.nonzero()[:, 0]]
+    mass = torch.zeros(model.cfg.d_vocab).index_add_(0, sources.flatten(), pattern.flatten())
+    return mass / pattern.shape[0]''', hint=2),
+    },
+    "head_reads": {
+        "names_an_mlp": Mistake(
+            "an MLP has no attention pattern: name the head (L..H..) whose mean-ablation "
+            "matters most",
+            '''def head_reads():
+    return {"variant": "capstone_a", "head": "MLP0", "reads": " info"}''', hint=1),
+        "reads_the_current_token": Mistake(
+            "you named the token at the place where the behaviour shows: what the head reads "
+            "is where it attends, which is usually elsewhere",
+            '''def head_reads():
+    return {"variant": "capstone_a", "head": "L0H0", "reads": " patterns"}''', hint=2),
     },
     "fold_head_ablation": {
         "zero_ablation": Mistake(

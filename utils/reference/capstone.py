@@ -41,6 +41,12 @@ def greedy_continuation(model: Any, tokens: Int[Tensor, "batch pos"], n_new: int
     return seq[:, tokens.shape[1]:]
 
 
+def continuation_agreement(paths: Int[Tensor, "batch n_new"]) -> Float[Tensor, " n_new"]:
+    """At each step, the share of rows whose token is that step's most common token."""
+    common = paths.mode(dim=0).values
+    return (paths == common).double().mean(dim=0).float()
+
+
 @torch.no_grad()
 def insertion_shift(model: Any, tokens: Int[Tensor, "batch pos"], token: int, position: int
                     ) -> Float[Tensor, "batch shifted"]:
