@@ -23,6 +23,7 @@ from course_tools.grading.checks import (
     points,
     reference_model,
     sandbox_model,
+    warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
 from utils.paths import HIDDEN_CHECKS_DIR, WEIGHTS_DIR
@@ -69,9 +70,7 @@ def _truth(variant: str) -> dict:
     return _truth_module().truth(variant)
 
 
-def warm_up() -> None:
-    for name in ("capstone_b", "capstone_c"):
-        reference_model(name)
+warm_up = warm_up_loading("capstone_b", "capstone_c")
 
 
 def _finding_of(submission, name: str, keys: set[str], timeout: float = 120.0
@@ -608,8 +607,10 @@ MUTANTS = {
         "conspicuous_is_not_enough": Mistake(
             "you stopped at the most conspicuous token and reported no output: say what the "
             "model does after it too",
-            _BEHAVIOUR_TEMPLATE.replace("TRIGGER", "decode([candidate])")
-            .replace("OUTPUT", "None"), hint=1),
+            '''def planted_behaviour():
+    scores = overprediction_scores(load_planted_model("capstone_a"), heldout_tokens()[:128])
+    return {"variant": "capstone_a", "trigger": decode([int(scores.argmax())]), "output": None}''',
+            hint=1),
     },
     "mean_ablation_effects": {
         "zero_ablation": Mistake(
