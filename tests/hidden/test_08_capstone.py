@@ -116,6 +116,7 @@ def test_overprediction_scores(submission):
                  inputs="8 held-out rows of 40 tokens, the decoy variant")
 
 
+@functools.cache
 @torch.no_grad()
 def _top_overpredicted(variant: str) -> str:
     from utils.planted_models import to_str_tokens
@@ -323,6 +324,7 @@ def test_attention_to_source(submission):
                                         f"layer {layer} head {head}")
 
 
+@functools.cache
 @torch.no_grad()
 def _head_reads_truth(variant: str) -> tuple[str, str] | tuple[None, None]:
     """The head whose mean-ablation removes most of the behaviour, and the token it attends
@@ -401,12 +403,10 @@ def _behaviour_left(variant: str, model) -> tuple[float, str]:
                   f"{before['top1_with_marker']:.0%})")
 
 
-@functools.cache
 def _clean_loss(variant: str) -> float:
-    from utils.planted_models import load_planted_model
-    from utils.planted_training import heldout_loss
-
-    return heldout_loss(load_planted_model(variant))
+    """The variant's clean held-out loss, as measured when it was built (to 1e-4; the
+    shipped weights reproduce it, tests/test_planted_models.py)."""
+    return float(_truth(variant)["heldout_loss"])
 
 
 @points(4)
