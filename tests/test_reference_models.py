@@ -9,13 +9,15 @@ from utils.paths import HIDDEN_CHECKS_DIR
 
 # Which reference models each chapter's warm_up() loads (chapter 2 builds its own folded copy);
 # the second editions' investigations added the toy model to chapter 1 (its W_pos) and
-# SmolLM2 to chapters 3 (natural-text induction) and 6 (the shipped SAE's layer).
+# SmolLM2 to chapters 3 (natural-text induction) and 6 (the shipped SAE's layer); chapter 8
+# checks its tools on two of the capstone's audit models.
 WARMS_UP = {
     "01_residual_stream": ["smollm2", "attn_only_2l"],
     "03_induction_heads": ["attn_only_2l", "smollm2"],
     "04_probing": ["smollm2"],
     "05_activation_patching": ["smollm2"],
     "06_sparse_autoencoders": ["attn_only_2l", "smollm2"],
+    "08_capstone": ["capstone_b", "capstone_c"],
 }
 
 

@@ -12,6 +12,8 @@ and what it is, is for you to find out.
 * :func:`load_vocab`, :func:`decode`, :func:`to_str_tokens` — the vocabulary: id 0 is BOS, id 1
   (``<|unk|>``) stands for every token outside it, ids 2.. are SmolLM2 tokens.
 * :func:`encode` — text to ids (needs SmolLM2's tokenizer; a BOS is put first by default).
+* :func:`variant_for` — the variant a learner audits, drawn from their name (unless the
+  instructor assigns one).
 * :func:`heldout_tokens` — 256 rows of 64 tokens of clean held-out text (BOS first), the text
   on which a model's ordinary loss is measured.
 
@@ -22,6 +24,7 @@ Nothing here says which variant does what. Rebuilding them is
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -46,6 +49,7 @@ __all__ = [
     "load_planted_model",
     "load_vocab",
     "to_str_tokens",
+    "variant_for",
 ]
 
 #: The shipped variants (folders ``utils/weights/<name>/``).
@@ -76,17 +80,35 @@ def heldout_tokens() -> Int[Tensor, "row pos"]:
     return load_file(str(_corpus_dir() / HELDOUT_FILE))["tokens"].long()
 
 
-def load_planted_model(name_or_dir: str | os.PathLike[str]) -> Any:
+def load_planted_model(name_or_dir: str | os.PathLike[str], fresh: bool = False) -> Any:
     """A capstone variant by name (see :data:`VARIANTS`) or from a folder, in eval mode.
 
-    Checksums are verified first (``WeightsChecksumError`` names a bad file).
+    Checksums are verified first (``WeightsChecksumError`` names a bad file). A variant
+    loaded by name is shared (the same object each time, like ``load_smollm2()``): treat it
+    as read-only, and ask for ``fresh=True`` to get a private copy whose weights you edit.
     """
     path = Path(name_or_dir)
     if isinstance(name_or_dir, str) and os.sep not in name_or_dir and not path.is_dir():
         if name_or_dir not in VARIANTS and not (WEIGHTS_DIR / name_or_dir).is_dir():
             raise KeyError(f"unknown variant {name_or_dir!r}; shipped: {list(VARIANTS)}")
-        path = WEIGHTS_DIR / name_or_dir
+        return _load_variant(name_or_dir) if not fresh else load_toy_model(
+            WEIGHTS_DIR / name_or_dir)
     return load_toy_model(path)  # checksums first; a bad file's message names its rebuild
+
+
+@functools.cache
+def _load_variant(name: str) -> Any:
+    return load_toy_model(WEIGHTS_DIR / name)
+
+
+def variant_for(learner: str) -> str:
+    """The shipped variant a learner audits, drawn from their name (or any identifier).
+
+    Instructors who assign variants themselves just tell learners the name; this is the
+    default when they do not: neighbours in a room mostly get different models.
+    """
+    digest = hashlib.sha256(learner.strip().lower().encode("utf-8")).digest()
+    return VARIANTS[digest[0] % len(VARIANTS)]
 
 
 def to_str_tokens(ids: Int[Tensor, " pos"] | list[int]) -> list[str]:

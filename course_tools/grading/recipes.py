@@ -10,11 +10,18 @@ import torch
 
 
 def model(name: str):
-    """``"smollm2"`` or the name of a shipped toy model (``utils/weights/<name>``)."""
+    """``"smollm2"``, a capstone variant (``capstone_a``, ..., ``capstone_private``: the shared
+    copy ``utils.planted_models.load_planted_model(name)`` returns, so an answer that loads
+    the variant itself passes it to a trusted call by name) or a shipped toy model's name
+    (``utils/weights/<name>``)."""
     if name == "smollm2":
         from utils.smollm2 import load_smollm2
 
         return load_smollm2()
+    if name.startswith("capstone_"):
+        from utils.planted_models import load_planted_model
+
+        return load_planted_model(name)
     from utils.toy_models import load_toy_model
 
     return load_toy_model(name)
