@@ -546,8 +546,8 @@ _TOY = '''def toy_patching_scores(circuit, clean_x, corrupted_x):
     from utils.ioi import run_toy_circuit
     clean = run_toy_circuit(circuit, clean_x)
     corrupted = run_toy_circuit(circuit, corrupted_x)
-    low, high = corrupted["out"].mean(), clean["out"].mean()
-    def norm(out):
+    low = corrupted["out"].mean()
+HIGH    def norm(out):
         return NORM
     denoise = [norm(run_toy_circuit(circuit, corrupted_x, {c: clean[c]})["out"].mean())
                for c in ("A", "B")]
@@ -557,16 +557,27 @@ _TOY_NOISE = 'norm(run_toy_circuit(circuit, clean_x, {c: corrupted[c]})["out"].m
 
 
 def _toy_mutant(norm="(out - low) / (high - low)", noise="1 - " + _TOY_NOISE) -> str:
-    return _TOY.replace("NORM", norm).replace("NOISE", noise)
+    """A wrong ``toy_patching_scores``; the clean mean is computed only if ``norm`` uses it."""
+    high = '    high = clean["out"].mean()\n' if "high" in norm else ""
+    return _TOY.replace("NORM", norm).replace("NOISE", noise).replace("HIGH", high)
 
 
 _KINDS = '''def toy_circuit_kinds():
     kinds = {}
     for circuit in ("P", "Q", "R"):
         SCORES = toy_patching_scores(circuit, t.tensor([1.0, 0.9]), t.tensor([0.0, 0.1]))
-        sufficient, necessary = bool((denoise > 0.5).all()), bool((noise > 0.5).all())
-        kinds[circuit] = KIND
+        sufficient = bool((denoise > 0.5).all())
+NECESSARY        kinds[circuit] = KIND
     return kinds'''
+
+
+def _kinds_mutant(scores: str, kind: str) -> str:
+    """A wrong ``toy_circuit_kinds``; necessity is computed only if ``kind`` uses it."""
+    necessary = ("        necessary = bool((noise > 0.5).all())\n" if "necessary" in kind else "")
+    return (_KINDS.replace("SCORES", scores).replace("KIND", kind)
+            .replace("NECESSARY", necessary))
+
+
 _GOOD_KIND = '{(True, True): "serial", (False, True): "AND", (True, False): "OR"}[(sufficient, necessary)]'
 
 _TAKEOVER = '''def end_takeover_layer():
@@ -821,12 +832,11 @@ MUTANTS = {
         "rows_swapped": Mistake(
             "you read row 0 as the noising effects and row 1 as the denoising scores, which "
             "swaps AND and OR: row 0 is denoising (sufficient?), row 1 noising (necessary?)",
-            _KINDS.replace("SCORES", "noise, denoise").replace("KIND", _GOOD_KIND), hint=1),
+            _kinds_mutant("noise, denoise", _GOOD_KIND), hint=1),
         "denoising_only": Mistake(
             "you looked at denoising only, so the serial chain looks like an OR: a serial "
             "chain's components are sufficient alone *and* necessary alone",
-            _KINDS.replace("SCORES", "denoise, noise").replace(
-                "KIND", '"OR" if sufficient else "AND"'), hint=1),
+            _kinds_mutant("denoise, noise", '"OR" if sufficient else "AND"'), hint=1),
     },
     "end_takeover_layer": {
         "last_layer_below": Mistake(
