@@ -633,10 +633,13 @@ _TOP_MLP = '''def top_mlp_layer():
     a = data.answer_tokens
     names = [f"blocks.{l}.hook_mlp_out" for l in range(model.cfg.n_layers)]
     _, clean = model.run_with_cache(data.clean_tokens, names_filter=lambda n: n in names)
+    _, corr = model.run_with_cache(data.corrupted_tokens,
+                                   names_filter=lambda n: n.endswith("hook_resid_pre"))
+    last = t.full((a.shape[0],), data.clean_tokens.shape[1] - 1)
     lds = []
-    for name in names:
-        final = model.run_with_hooks(data.corrupted_tokens, fwd_hooks=[
-            (name, lambda act, hook, name=name: clean[name])])[:, -1]
+    for l, name in enumerate(names):
+        with model.hooks(fwd_hooks=[(name, lambda act, hook, name=name: clean[name])]):
+            final = run_from_layer(model, corr[f"blocks.{l}.hook_resid_pre"], l, positions=last)
         lds.append((final.gather(-1, a[:, :1]) - final.gather(-1, a[:, 1:])).mean())
     scores = t.stack(lds)
     return PICK'''

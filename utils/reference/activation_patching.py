@@ -99,11 +99,17 @@ def _cache(model: Any, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
 # grows with the number of patched runs, so keep these sweeps small.
 def _block_means(model: Any, tokens: Tensor, answer_tokens: Tensor, n_runs: int,
                  hooks: list) -> Tensor:
-    """Batch-mean logit difference of each of ``n_runs`` stacked copies of a batch."""
+    """Batch-mean logit difference of each of ``n_runs`` stacked copies of a batch. Only the
+    last position is unembedded when the model stops after its last block
+    (``utils.tl_compat.stop_after_last_block``, as ``load_smollm2`` sets up); other models
+    return full logits, read at the last position all the same."""
     batch = answer_tokens.shape[0]
     with torch.no_grad():
-        logits = model.run_with_hooks(tokens.repeat(n_runs, 1), fwd_hooks=hooks)
-    return logit_diff(logits, answer_tokens.repeat(n_runs, 1)).view(n_runs, batch).mean(-1)
+        out = model.run_with_hooks(tokens.repeat(n_runs, 1), fwd_hooks=hooks,
+                                   stop_at_layer=model.cfg.n_layers)
+        if out.shape[-1] == model.cfg.d_model:  # the residual stream after the last block
+            out = model.unembed(model.ln_final(out[:, -1:]))  # logits at the last position only
+    return logit_diff(out, answer_tokens.repeat(n_runs, 1)).view(n_runs, batch).mean(-1)
 
 
 def _in_chunks(sweep, runs: list, max_rows: int, batch: int) -> Tensor:
