@@ -1,9 +1,10 @@
 """Hidden checks for chapter 05 (activation patching on IOI).
 
 Inputs are IOI batches the learner has not seen (other seeds, another template, the "flip"
-corruption); expected values come from ``utils.reference.activation_patching``, whose patching
+corruption) and expected values come from ``utils.reference.activation_patching``, whose patching
 functions run one forward pass per patched component (the solutions batch them). Sweeps are
-tiny (a few layers, two prompts) so the whole file stays fast.
+tiny (a few layers, two prompts) so the whole file stays fast, and every expected value is a
+kept truth (computed once per machine, ``course_tools.grading.truth_cache``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from course_tools.grading.checks import (
     warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
+from course_tools.grading.truth_cache import kept_truth
 from utils.reference import activation_patching as ref
 
 N_LAYERS, N_HEADS = 30, 9
@@ -37,7 +39,7 @@ _model = functools.partial(reference_model, "smollm2")
 warm_up = warm_up_loading("smollm2")
 
 
-@functools.cache
+@kept_truth
 def _batch(seed: int, corruption: str) -> dict:
     """Two IOI prompts (one ABBA, one BABA) with their baselines, from utils.ioi."""
     from utils.ioi import make_ioi_dataset
@@ -69,7 +71,7 @@ NAMES = [("Lucy", "Henry", "Grace"), ("Adam", "Emma", "Frank"), ("Kevin", "Rose"
 def test_make_ioi_tokens(submission):
     make_ioi_tokens = submission.function("make_ioi_tokens")
     got = make_ioi_tokens(sandbox_model("smollm2"), TEMPLATE, NAMES)
-    expected = ref.make_ioi_tokens(_model(), TEMPLATE, NAMES)
+    expected = _expected("ioi_tokens")
     if not isinstance(got, dict) or set(got) != {"clean", "corrupted", "answers"}:
         raise AssertionError("make_ioi_tokens should return a dict with the keys "
                              "'clean', 'corrupted' and 'answers'")
@@ -133,7 +135,7 @@ def test_patch_residual_by_layer_and_position(submission):
                  dims="layer pos", inputs=ABC_PROMPTS)
 
 
-@functools.cache
+@kept_truth
 def _residual_expected() -> torch.Tensor:
     b = _batch(11, "abc")
     return ref.patch_residual_by_layer_and_position(_model(), *_args(b), [2, 20], [9, 10, 14])
@@ -147,7 +149,7 @@ def test_patch_head_outputs(submission):
     clean, corrupted, answers, c, r = _args(b)
     got = patch(sandbox_model("smollm2"), corrupted, clean, answers, c, r, [23])
     got = expect_tensor(got, "patch_head_outputs", "layer head_index", (1, N_HEADS))
-    expected = ref.patch_head_outputs(_model(), corrupted, clean, answers, c, r, [23])
+    expected = _expected("head_outputs_denoising")
     assert_close(got, expected, "patch_head_outputs (denoising layer 23, all positions)",
                  atol=2e-3, rtol=1e-3, dims="layer head_index", inputs=ABC_PROMPTS)
     # Noising direction, one position, "flip" corruption.
@@ -155,8 +157,7 @@ def test_patch_head_outputs(submission):
     got = patch(sandbox_model("smollm2"), f["clean"], f["corrupted"], f["answers"],
                 f["clean_ld"], f["corrupted_ld"], [20], 10)
     got = expect_tensor(got, "patch_head_outputs", "layer head_index", (1, N_HEADS))
-    expected = ref.patch_head_outputs(_model(), f["clean"], f["corrupted"], f["answers"],
-                                      f["clean_ld"], f["corrupted_ld"], [20], 10)
+    expected = _expected("head_outputs_noising")
     assert_close(got, expected, "patch_head_outputs (noising layer 20 at position 10 only)",
                  atol=2e-3, rtol=1e-3, dims="layer head_index", inputs=FLIP_PROMPTS)
 
@@ -173,12 +174,12 @@ def test_patch_head_set(submission):
     clean, corrupted, answers, c, r = _args(b)
     got = patch_set(sandbox_model("smollm2"), corrupted, clean, answers, c, r, SETS)
     got = expect_tensor(got, "patch_head_set", "n_sets", (len(SETS),))
-    expected = ref.patch_head_set(_model(), corrupted, clean, answers, c, r, SETS)
+    expected = _expected("head_set_denoising")
     assert_close(got, expected, "patch_head_set (denoising)", atol=2e-3, rtol=1e-3,
                  what=f"scores of the sets {SETS}", dims="head_set", inputs=ABC_PROMPTS)
     got = patch_set(sandbox_model("smollm2"), clean, corrupted, answers, c, r, NOISE_SETS)
     got = expect_tensor(got, "patch_head_set", "n_sets", (len(NOISE_SETS),))
-    expected = ref.patch_head_set(_model(), clean, corrupted, answers, c, r, NOISE_SETS)
+    expected = _expected("head_set_noising")
     assert_close(got, expected, "patch_head_set (noising)", atol=2e-3, rtol=1e-3,
                  what=f"scores of the sets {NOISE_SETS}", dims="head_set", inputs=ABC_PROMPTS)
 
@@ -199,12 +200,12 @@ def test_attribution_patching_heads(submission):
                  what="estimated scores", dims="layer head_index", inputs=FLIP_PROMPTS)
 
 
-@functools.cache
+@kept_truth
 def _attribution_expected() -> torch.Tensor:
     return ref.attribution_patching_heads(_model(), *_args(_batch(13, "flip")))
 
 
-@functools.cache
+@kept_truth
 def _held_out_attribution() -> torch.Tensor:
     return ref.attribution_patching_heads(_model(), *_args(_held_out()))
 
@@ -237,7 +238,7 @@ def test_path_patch_to_receivers(submission):
     senders, receivers = [(17, 4), (25, 1)], [(23, 3)]
     got = path_patch(sandbox_model("smollm2"), *_args(b), senders, receivers, "q")
     got = expect_tensor(got, "path_patch_to_receivers", "sender", (len(senders),))
-    expected = ref.path_patch_to_receivers(_model(), *_args(b), senders, receivers, "q")
+    expected = _expected("path_queries")
     if abs(got[1] - 1) > 1e-3:
         raise AssertionError("a sender in layer 25 cannot reach a layer-23 receiver: its score "
                              f"must be 1, got {got[1].item():.3f}")
@@ -247,7 +248,7 @@ def test_path_patch_to_receivers(submission):
     senders, receivers = [(20, 0)], [(23, 3), (29, 1)]
     got = path_patch(sandbox_model("smollm2"), *_args(b), senders, receivers, "k")
     got = expect_tensor(got, "path_patch_to_receivers", "sender", (1,))
-    expected = ref.path_patch_to_receivers(_model(), *_args(b), senders, receivers, "k")
+    expected = _expected("path_keys")
     assert_close(got, expected, "path_patch_to_receivers (keys of L23H3 and L29H1)", atol=2e-3,
                  rtol=1e-3, what="score (for keys, receiver head h means key/value head h // 3)",
                  dims="sender", inputs=ABC_PROMPTS)
@@ -288,7 +289,7 @@ def test_toy_circuit_kinds(submission):
 
 
 # ------------------------------------------------------------------------------ residual finding
-@functools.cache
+@kept_truth
 def _held_out() -> dict:
     from utils.ioi import make_ioi_dataset
 
@@ -301,7 +302,7 @@ def _held_out() -> dict:
             "answers": data.answer_tokens, "clean_ld": clean, "corrupted_ld": corrupted}
 
 
-@functools.cache
+@kept_truth
 def _held_out_end_scores() -> torch.Tensor:
     end = _held_out()["clean"].shape[1] - 1
     return ref.patch_residual_by_layer_and_position(
@@ -326,28 +327,30 @@ def test_end_takeover_layer(submission):
 
 
 # ------------------------------------------------------------------------------ MLPs
+MLP_LAYERS = [0, 22]  # the MLP that matters most, and a late one; each costs a patched run
+
+
 @points(2)
 def test_patch_mlp_outputs(submission):
     patch = submission.function("patch_mlp_outputs")
     b = _batch(11, "abc")
     clean, corrupted, answers, c, r = _args(b)
-    layers = [0, 9, 22]
+    layers = MLP_LAYERS
     got = patch(sandbox_model("smollm2"), corrupted, clean, answers, c, r, layers)
     got = expect_tensor(got, "patch_mlp_outputs", "layer", (len(layers),))
-    expected = ref.patch_mlp_outputs(_model(), corrupted, clean, answers, c, r, layers)
-    assert_close(got, expected, "patch_mlp_outputs (denoising layers [0, 9, 22], all positions)",
+    expected = _expected("mlp_denoising")
+    assert_close(got, expected, f"patch_mlp_outputs (denoising layers {MLP_LAYERS}, all positions)",
                  atol=2e-3, rtol=1e-3, dims="layer", inputs=ABC_PROMPTS)
     f = _batch(13, "flip")
     got = patch(sandbox_model("smollm2"), f["clean"], f["corrupted"], f["answers"],
                 f["clean_ld"], f["corrupted_ld"], [0, 21], 10)
     got = expect_tensor(got, "patch_mlp_outputs", "layer", (2,))
-    expected = ref.patch_mlp_outputs(_model(), f["clean"], f["corrupted"], f["answers"],
-                                     f["clean_ld"], f["corrupted_ld"], [0, 21], 10)
+    expected = _expected("mlp_noising")
     assert_close(got, expected, "patch_mlp_outputs (noising layers [0, 21] at position 10)",
                  atol=2e-3, rtol=1e-3, dims="layer", inputs=FLIP_PROMPTS)
 
 
-@functools.cache
+@kept_truth
 def _held_out_mlp_scores() -> torch.Tensor:
     b = _held_out()
     return ref.patch_mlp_outputs(_model(), b["corrupted"], b["clean"], b["answers"],
@@ -381,16 +384,57 @@ def test_mean_ablate_other_heads(submission):
     b, means = _batch(11, "abc"), _batch(13, "abc")
     got = ablate(sandbox_model("smollm2"), b["clean"], b["answers"], KEEP, means["corrupted"])
     got = expect_tensor(got, "mean_ablate_other_heads", "batch", (2,))
-    expected = ref.mean_ablate_other_heads(_model(), b["clean"], b["answers"], KEEP,
-                                           means["corrupted"])
+    expected = _expected("ablate_keeping_circuit")
     assert_close(got, expected, "mean_ablate_other_heads", atol=2e-3, rtol=1e-3,
                  what=f"logit differences with every head but {KEEP} mean-ablated",
                  dims="batch", inputs=ABC_PROMPTS + "; means over 2 other corrupted prompts")
     got = ablate(sandbox_model("smollm2"), b["clean"], b["answers"], [], b["clean"])
     got = expect_tensor(got, "mean_ablate_other_heads", "batch", (2,))
-    expected = ref.mean_ablate_other_heads(_model(), b["clean"], b["answers"], [], b["clean"])
+    expected = _expected("ablate_keeping_none")
     assert_close(got, expected, "mean_ablate_other_heads (no head kept)", atol=2e-3, rtol=1e-3,
                  dims="batch", inputs=ABC_PROMPTS + "; means over the same prompts")
+
+
+# ------------------------------------------------------------------------------ expectations
+def _noising(seed: int) -> tuple:
+    """The flip batch's arguments with base = clean, source = corrupted."""
+    f = _batch(seed, "flip")
+    return f["clean"], f["corrupted"], f["answers"], f["clean_ld"], f["corrupted_ld"]
+
+
+def _denoising(seed: int) -> tuple:
+    """The ABC batch's arguments with base = corrupted, source = clean."""
+    b = _batch(seed, "abc")
+    return b["corrupted"], b["clean"], b["answers"], b["clean_ld"], b["corrupted_ld"]
+
+
+# The exercise checks' expected values, each the reference on the inputs its check passes.
+_CASES = {
+    "ioi_tokens": lambda: ref.make_ioi_tokens(_model(), TEMPLATE, NAMES),
+    "head_outputs_denoising": lambda: ref.patch_head_outputs(_model(), *_denoising(11), [23]),
+    "head_outputs_noising": lambda: ref.patch_head_outputs(_model(), *_noising(13), [20], 10),
+    "head_set_denoising": lambda: ref.patch_head_set(_model(), *_denoising(11), SETS),
+    "head_set_noising": lambda: ref.patch_head_set(
+        _model(), *_args(_batch(11, "abc")), NOISE_SETS),
+    "path_queries": lambda: ref.path_patch_to_receivers(
+        _model(), *_args(_batch(11, "abc")), [(17, 4), (25, 1)], [(23, 3)], "q"),
+    "path_keys": lambda: ref.path_patch_to_receivers(
+        _model(), *_args(_batch(11, "abc")), [(20, 0)], [(23, 3), (29, 1)], "k"),
+    "mlp_denoising": lambda: ref.patch_mlp_outputs(_model(), *_denoising(11), MLP_LAYERS),
+    "mlp_noising": lambda: ref.patch_mlp_outputs(_model(), *_noising(13), [0, 21], 10),
+    "ablate_keeping_circuit": lambda: ref.mean_ablate_other_heads(
+        _model(), _batch(11, "abc")["clean"], _batch(11, "abc")["answers"], KEEP,
+        _batch(13, "abc")["corrupted"]),
+    "ablate_keeping_none": lambda: ref.mean_ablate_other_heads(
+        _model(), _batch(11, "abc")["clean"], _batch(11, "abc")["answers"], [],
+        _batch(11, "abc")["clean"]),
+}
+
+
+@kept_truth
+def _expected(case: str):
+    """The reference's answer for one of ``_CASES``, on SmolLM2."""
+    return _CASES[case]()
 
 
 # ------------------------------------------------------------------------------ mutants
