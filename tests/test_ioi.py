@@ -84,3 +84,30 @@ def test_accepts_a_model_like_object(tokenizer):
     a = ioi.make_ioi_dataset(holder, n_prompts=2, seed=5)
     b = ioi.make_ioi_dataset(tokenizer, n_prompts=2, seed=5)
     assert torch.equal(a.clean_tokens, b.clean_tokens)
+
+
+def test_toy_circuits_have_the_three_signatures():
+    """Serial, AND and OR, as chapter 5 teaches them: read off denoising and noising."""
+    from utils.reference.activation_patching import toy_circuit_kinds, toy_patching_scores
+
+    assert sorted(toy_circuit_kinds().values()) == ["AND", "OR", "serial"]
+    clean, corrupted = torch.tensor([1.0, 0.9]), torch.tensor([0.0, 0.1])
+    for circuit, kind in toy_circuit_kinds().items():
+        denoise, noise = toy_patching_scores(circuit, clean, corrupted)
+        if kind == "serial":  # the downstream component alone restores everything
+            assert torch.allclose(denoise, torch.ones(2), atol=1e-5)
+            assert torch.allclose(noise, torch.ones(2), atol=1e-5)
+        elif kind == "AND":
+            assert (denoise < 0.2).all() and (noise > 0.8).all()
+        else:
+            assert (denoise > 0.8).all() and (noise < 0.2).all()
+
+
+def test_toy_circuit_override_recomputes_downstream():
+    x = torch.tensor([1.0, 0.0])
+    for circuit in ioi.TOY_CIRCUITS:
+        plain = ioi.run_toy_circuit(circuit, x)
+        same = ioi.run_toy_circuit(circuit, x, {"A": plain["A"]})
+        assert torch.equal(plain["out"], same["out"])
+    with pytest.raises(ValueError):
+        ioi.run_toy_circuit("S", x)

@@ -184,3 +184,43 @@ def _check_layout(data: IOIDataset) -> None:
         got = data.clean_tokens[rows, data.positions[role]]
         if not torch.equal(got, data.answer_tokens[:, answer_col]):
             raise AssertionError(f"template layout broken: {role} is not where expected")
+
+
+# ------------------------------------------------------------------------------ toy circuits
+# Three two-component circuits small enough to reason about by hand, for chapter 5's
+# comparison of denoising and noising. Each takes an input x (one float per prompt; "clean"
+# inputs near 1, "corrupted" near 0), computes two components A and B and an output, and lets
+# any component be overridden by a given value (everything downstream then recomputes).
+# Which one is the serial chain, which the AND and which the OR is for the learner to find.
+TOY_COMPONENTS: tuple[str, ...] = ("A", "B")
+TOY_CIRCUITS: tuple[str, ...] = ("P", "Q", "R")
+
+
+def run_toy_circuit(circuit: str, x: Tensor, override: dict[str, Tensor] | None = None
+                    ) -> dict[str, Tensor]:
+    """Run toy circuit ``circuit`` ("P", "Q" or "R") on ``x`` (shape [batch]).
+
+    ``override`` maps a component name ("A" or "B") to the value [batch] it takes instead of
+    the one it would compute. Returns ``{"A": ..., "B": ..., "out": ...}``, each [batch].
+    """
+    override = override or {}
+
+    def component(name: str, value: Tensor) -> Tensor:
+        return override[name] if name in override else value
+
+    x = x.float()
+    if circuit == "P":
+        a = component("A", 2 * x)
+        b = component("B", x + 0.5 * x ** 2)
+        out = a * b
+    elif circuit == "Q":
+        a = component("A", 3 * x - 0.5)
+        b = component("B", 0.5 * a + 0.25)
+        out = 2 * b
+    elif circuit == "R":
+        a = component("A", 2 * x)
+        b = component("B", 1.5 * x + 0.5 * x ** 2)
+        out = torch.maximum(a, b)
+    else:
+        raise ValueError(f"circuit must be one of {TOY_CIRCUITS}, got {circuit!r}")
+    return {"A": a, "B": b, "out": out}

@@ -31,7 +31,13 @@ __all__ = [
     "patch_head_outputs",
     "patch_head_set",
     "patch_residual_by_layer_and_position",
+    "end_takeover_layer",
+    "mean_ablate_other_heads",
+    "patch_mlp_outputs",
     "path_patch_to_receivers",
+    "toy_circuit_kinds",
+    "toy_patching_scores",
+    "top_mlp_layer",
 ]
 
 
@@ -93,11 +99,24 @@ def _cache(model: Any, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
 # grows with the number of patched runs, so keep these sweeps small.
 def _block_means(model: Any, tokens: Tensor, answer_tokens: Tensor, n_runs: int,
                  hooks: list) -> Tensor:
-    """Batch-mean logit difference of each of ``n_runs`` stacked copies of a batch."""
+    """Batch-mean logit difference of each of ``n_runs`` stacked copies of a batch. Only the
+    last position is unembedded when the model stops after its last block
+    (``utils.tl_compat.stop_after_last_block``, as ``load_smollm2`` sets up); other models
+    return full logits, read at the last position all the same."""
     batch = answer_tokens.shape[0]
     with torch.no_grad():
-        logits = model.run_with_hooks(tokens.repeat(n_runs, 1), fwd_hooks=hooks)
-    return logit_diff(logits, answer_tokens.repeat(n_runs, 1)).view(n_runs, batch).mean(-1)
+        out = model.run_with_hooks(tokens.repeat(n_runs, 1), fwd_hooks=hooks,
+                                   stop_at_layer=model.cfg.n_layers)
+        if out.shape[-1] == model.cfg.d_model:  # the residual stream after the last block
+            out = model.unembed(model.ln_final(out[:, -1:]))  # logits at the last position only
+    return logit_diff(out, answer_tokens.repeat(n_runs, 1)).view(n_runs, batch).mean(-1)
+
+
+def _in_chunks(sweep, runs: list, max_rows: int, batch: int) -> Tensor:
+    """``sweep(runs[i:j])`` over chunks of at most ``max_rows // batch`` runs, concatenated
+    (the full logits of a stacked batch are 15 x 49,152 floats per row: keep them small)."""
+    size = max(1, max_rows // batch)
+    return torch.cat([sweep(runs[i:i + size]) for i in range(0, len(runs), size)])
 
 
 def patch_residual_by_layer_and_position(
@@ -107,20 +126,24 @@ def patch_residual_by_layer_and_position(
 ) -> Float[Tensor, "layer pos"]:
     """Denoising: the corrupted run with ``blocks.{L}.hook_resid_pre[:, p]`` from the clean run."""
     batch = clean_tokens.shape[0]
-    runs = [(layer, pos) for layer in layers for pos in positions]
     names = {layer: f"blocks.{layer}.hook_resid_pre" for layer in set(layers)}
     clean = _cache(model, clean_tokens, list(names.values()))
-    hooks = []
-    for layer, name in names.items():
-        def put(act: Tensor, hook: Any, layer: int = layer, name: str = name) -> Tensor:
-            act = act.clone()
-            for k, (run_layer, pos) in enumerate(runs):
-                if run_layer == layer:
-                    act[k * batch:(k + 1) * batch, pos] = clean[name][:, pos]
-            return act
 
-        hooks.append((name, put))
-    values = _block_means(model, corrupted_tokens, answer_tokens, len(runs), hooks)
+    def sweep(runs: list[tuple[int, int]]) -> Tensor:
+        hooks = []
+        for layer, name in names.items():
+            def put(act: Tensor, hook: Any, layer: int = layer, name: str = name) -> Tensor:
+                act = act.clone()
+                for k, (run_layer, pos) in enumerate(runs):
+                    if run_layer == layer:
+                        act[k * batch:(k + 1) * batch, pos] = clean[name][:, pos]
+                return act
+
+            hooks.append((name, put))
+        return _block_means(model, corrupted_tokens, answer_tokens, len(runs), hooks)
+
+    runs = [(layer, pos) for layer in layers for pos in positions]
+    values = _in_chunks(sweep, runs, 64, batch)
     scores = (values - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)
     return scores.view(len(layers), len(positions))
 
@@ -134,18 +157,23 @@ def _patch_head_runs(model: Any, base_tokens: Tensor, source_tokens: Tensor,
     names = {layer: f"blocks.{layer}.attn.hook_z" for layer in layers}
     source = _cache(model, source_tokens, list(names.values()))
     where = slice(None) if position is None else position
-    hooks = []
-    for layer, name in names.items():
-        def put(z: Tensor, hook: Any, layer: int = layer, name: str = name) -> Tensor:
-            z = z.clone()
-            for k, heads in enumerate(runs):
-                for run_layer, head in heads:
-                    if run_layer == layer:
-                        z[k * batch:(k + 1) * batch, where, head] = source[name][:, where, head]
-            return z
 
-        hooks.append((name, put))
-    return _block_means(model, base_tokens, answer_tokens, len(runs), hooks)
+    def sweep(chunk: list[list[tuple[int, int]]]) -> Tensor:
+        hooks = []
+        for layer, name in names.items():
+            def put(z: Tensor, hook: Any, layer: int = layer, name: str = name) -> Tensor:
+                z = z.clone()
+                for k, heads in enumerate(chunk):
+                    for run_layer, head in heads:
+                        if run_layer == layer:
+                            z[k * batch:(k + 1) * batch, where, head] = \
+                                source[name][:, where, head]
+                return z
+
+            hooks.append((name, put))
+        return _block_means(model, base_tokens, answer_tokens, len(chunk), hooks)
+
+    return _in_chunks(sweep, runs, 64, batch)
 
 
 def patch_head_outputs(
@@ -270,3 +298,110 @@ def path_patch_to_receivers(
     values = _block_means(model, clean_tokens, answer_tokens, n_runs,
                           [(name, patcher(name)) for name in targets])
     return (values - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)
+
+
+# ------------------------------------------------------------------------------ toy circuits
+def toy_patching_scores(circuit: str, clean_x: Tensor, corrupted_x: Tensor
+                        ) -> Float[Tensor, "direction component"]:
+    """Row 0: denoising score of each toy component (corrupted run, component from the clean
+    run); row 1: noising effect, 1 - score (clean run, component from the corrupted run).
+    Scores are normalised batch means of the output, 0 = corrupted, 1 = clean."""
+    from utils.ioi import TOY_COMPONENTS, run_toy_circuit
+
+    clean = run_toy_circuit(circuit, clean_x)
+    corrupted = run_toy_circuit(circuit, corrupted_x)
+    low, high = corrupted["out"].mean(), clean["out"].mean()
+    rows = []
+    for base_x, source, sign in ((corrupted_x, clean, 0.0), (clean_x, corrupted, 1.0)):
+        row = []
+        for name in TOY_COMPONENTS:
+            out = run_toy_circuit(circuit, base_x, {name: source[name]})["out"].mean()
+            score = (out - low) / (high - low)
+            row.append(sign - score if sign else score)
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+def toy_circuit_kinds(clean_x: Tensor | None = None, corrupted_x: Tensor | None = None
+                      ) -> dict[str, str]:
+    """Each toy circuit's kind, read off its patching scores: "serial" if every component is
+    both sufficient and necessary, "AND" if necessary but not sufficient alone, "OR" if
+    sufficient alone but not necessary."""
+    from utils.ioi import TOY_CIRCUITS
+
+    clean_x = torch.tensor([1.0, 0.9]) if clean_x is None else clean_x
+    corrupted_x = torch.tensor([0.0, 0.1]) if corrupted_x is None else corrupted_x
+    kinds = {}
+    for circuit in TOY_CIRCUITS:
+        denoise, noise = toy_patching_scores(circuit, clean_x, corrupted_x)
+        sufficient, necessary = bool((denoise > 0.5).all()), bool((noise > 0.5).all())
+        kinds[circuit] = {(True, True): "serial", (False, True): "AND",
+                          (True, False): "OR"}.get((sufficient, necessary), "neither")
+    return kinds
+
+
+# ------------------------------------------------------------------------------ MLPs
+def patch_mlp_outputs(
+    model: Any, base_tokens: Tensor, source_tokens: Tensor, answer_tokens: Tensor,
+    clean_logit_diff: float, corrupted_logit_diff: float, layers: list[int],
+    position: int | None = None,
+) -> Float[Tensor, " layer"]:
+    """Run ``base_tokens`` with ``blocks.{L}.hook_mlp_out`` (all positions, or only
+    ``position``) from the run on ``source_tokens``; one normalised result per layer."""
+    batch = base_tokens.shape[0]
+    names = {layer: f"blocks.{layer}.hook_mlp_out" for layer in layers}
+    source = _cache(model, source_tokens, list(names.values()))
+    where = slice(None) if position is None else position
+
+    def sweep(chunk: list[int]) -> Tensor:
+        hooks = []
+        for k, layer in enumerate(chunk):
+            def put(act: Tensor, hook: Any, k: int = k, name: str = names[layer]) -> Tensor:
+                act = act.clone()
+                act[k * batch:(k + 1) * batch, where] = source[name][:, where]
+                return act
+
+            hooks.append((names[layer], put))
+        return _block_means(model, base_tokens, answer_tokens, len(chunk), hooks)
+
+    values = _in_chunks(sweep, list(layers), 64, batch)
+    return (values - corrupted_logit_diff) / (clean_logit_diff - corrupted_logit_diff)
+
+
+# ------------------------------------------------------------------------------ faithfulness
+def mean_ablate_other_heads(
+    model: Any, tokens: Tensor, answer_tokens: Tensor, keep_heads: list[tuple[int, int]],
+    mean_tokens: Tensor,
+) -> Float[Tensor, " batch"]:
+    """Per-prompt logit difference on ``tokens`` when every head not in ``keep_heads`` has its
+    ``hook_z`` replaced by its mean over the batch ``mean_tokens`` (position by position)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
+    means = {name: z.mean(0) for name, z in _cache(model, mean_tokens, names).items()}
+    keep = set(map(tuple, keep_heads))
+
+    def ablater(layer: int, name: str):
+        ablated = [head for head in range(n_heads) if (layer, head) not in keep]
+
+        def put(z: Tensor, hook: Any) -> Tensor:
+            z = z.clone()
+            z[:, :, ablated] = means[name][None, :, ablated]
+            return z
+        return put
+
+    with torch.no_grad():
+        logits = model.run_with_hooks(
+            tokens, fwd_hooks=[(name, ablater(layer, name)) for layer, name in enumerate(names)])
+    return logit_diff(logits, answer_tokens)
+
+
+# ------------------------------------------------------------------------------ findings
+def end_takeover_layer(end_scores: Tensor) -> int:
+    """The first layer whose score (denoising ``hook_resid_pre`` at END) is at least 0.5."""
+    above = (end_scores >= 0.5).nonzero()
+    return int(above[0]) if len(above) else len(end_scores)
+
+
+def top_mlp_layer(mlp_scores: Tensor) -> int:
+    """The layer with the largest (signed) MLP denoising score."""
+    return int(mlp_scores.argmax())
