@@ -11,7 +11,7 @@ import functools
 import torch
 
 from utils import steering_prompts as prompts
-from utils.grading.checks import (
+from course_tools.grading.checks import (
     assert_close,
     expect_tensor,
     points,
@@ -19,7 +19,7 @@ from utils.grading.checks import (
     sandbox_model,
     warm_up_loading,
 )
-from utils.grading.diagnosis import Mistake
+from course_tools.grading.diagnosis import Mistake
 from utils.reference import steering as ref
 
 _model = functools.partial(reference_model, "smollm2")
