@@ -16,6 +16,7 @@ WARMS_UP = {
     "04_probing": ["smollm2"],
     "05_activation_patching": ["smollm2"],
     "06_sparse_autoencoders": ["attn_only_2l", "smollm2"],
+    "07_steering": ["smollm2"],
 }
 
 

@@ -48,7 +48,7 @@ _SENTIMENT_TEMPLATES = {
                  "Looking back, the {thing} was", "In my opinion the {thing} was"],
 }
 _THINGS = {
-    "train": ["film", "meal", "book", "concert", "trip", "game"],
+    "train": ["film", "meal", "book"],  # 63 pairs: enough for a stable mean, cheap to run
     "held_out": ["hotel", "show", "party", "lesson", "garden", "album", "weekend", "museum"],
 }
 

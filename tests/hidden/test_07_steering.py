@@ -10,7 +10,6 @@ import functools
 
 import torch
 
-from utils import steering_prompts as prompts
 from course_tools.grading.checks import (
     assert_close,
     expect_tensor,
@@ -20,6 +19,8 @@ from course_tools.grading.checks import (
     warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
+from utils import steering_prompts as prompts
+from utils.reference import probing as probing_ref
 from utils.reference import steering as ref
 
 _model = functools.partial(reference_model, "smollm2")
@@ -41,6 +42,8 @@ REFERENCES = {
     "project_out_direction": ref.project_out_direction,
     "ablated_last_logits": ref.ablated_last_logits,
     "best_steering_layer": lambda: ref.best_steering_layer(_model()),
+    # chapter 4's probe, which best_number_direction trains (Newton steps: bounded by x's size)
+    "train_and_test_probe": probing_ref.train_and_test_probe,
 }
 
 
@@ -157,13 +160,6 @@ def test_ablated_last_logits(submission):
 
 
 # ------------------------------------------------------------------------------ investigations
-def _sweep_summary() -> str:
-    sweep = ref.sentiment_sweep(_model())
-    return (f"Measured: layers {ref.SWEEP_LAYERS}, coefficients {ref.COEFFICIENTS}; mean shift "
-            f"at coefficient 1 per layer "
-            f"{[round(x, 2) for x in sweep['shift'][:, ref.COEFFICIENTS.index(1.0)].tolist()]}")
-
-
 @points(2)
 def test_best_steering_layer(submission):
     got = submission.finding("best_steering_layer", timeout=INVESTIGATION_TIMEOUT)
@@ -172,10 +168,10 @@ def test_best_steering_layer(submission):
                              f"SWEEP_LAYERS {ref.SWEEP_LAYERS}")
     expected = ref.best_steering_layer(_model())
     if got != expected:
-        shifts = ref.sentiment_sweep(_model())["shift"][:, ref.COEFFICIENTS.index(1.0)]
+        shifts = ref.layer_shifts(_model())
         raise AssertionError(
             f"best_steering_layer returned {got}: at coefficient 1 its vector moves the mean "
-            f"held-out sentiment score by {shifts[ref.SWEEP_LAYERS.index(got)]:+.2f}, and another "
+            f"held-out sentiment score by {shifts[got]:+.2f}, and another "
             "layer's moves it more. Use each layer's own vector, read at the last token of the "
             "train pairs, and the mean (not the median) over the held-out metric prompts.")
 
@@ -183,15 +179,15 @@ def test_best_steering_layer(submission):
 @points(2)
 def test_best_setting_within_budget(submission):
     got = submission.finding("best_setting_within_budget", timeout=INVESTIGATION_TIMEOUT)
-    if (not isinstance(got, (tuple, list)) or len(got) != 2 or got[0] not in ref.SWEEP_LAYERS
+    if (not isinstance(got, (tuple, list)) or len(got) != 2 or got[0] not in ref.DOSE_LAYERS
             or float(got[1]) not in ref.COEFFICIENTS):
         raise AssertionError(f"best_setting_within_budget returned {got!r}: return (layer, "
-                             f"coefficient) with the layer in {ref.SWEEP_LAYERS} and the "
+                             f"coefficient) with the layer in {ref.DOSE_LAYERS} and the "
                              f"coefficient in {ref.COEFFICIENTS}")
     expected = ref.best_setting_within_budget(_model())
     if (got[0], float(got[1])) != expected:
-        sweep = ref.sentiment_sweep(_model())
-        i, j = ref.SWEEP_LAYERS.index(got[0]), ref.COEFFICIENTS.index(float(got[1]))
+        sweep = ref.dose_grid(_model())
+        i, j = ref.DOSE_LAYERS.index(got[0]), ref.COEFFICIENTS.index(float(got[1]))
         kl = sweep["kl"][i, j].item()
         why = (f"its neutral-text KL is {kl:.3f}, over the budget of {ref.KL_BUDGET}"
                if kl > ref.KL_BUDGET else
@@ -407,27 +403,36 @@ MUTANTS = {
             "over the budget are not allowed",
             '''def best_setting_within_budget():
     from utils.smollm2 import load_smollm2
+    from utils.tl_compat import run_from_layer
     model = load_smollm2()
-    pos_t, pos_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[0])
-    neg_t, neg_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[1])
-    tokens, ends = prompts.tokenize_prompts(model, prompts.sentiment_metric_prompts("held_out"))
+    hooks = [f"blocks.{L}.hook_resid_pre" for L in DOSE_LAYERS]
+    def streams(tokens):
+        _, cache = model.run_with_cache(tokens, names_filter=hooks,
+                                        stop_at_layer=max(DOSE_LAYERS) + 1)
+        return [cache[h] for h in hooks]
+    (pos_t, pos_l), (neg_t, neg_l) = [prompts.tokenize_prompts(model, s)
+                                      for s in prompts.sentiment_pairs("train")]
+    pos, neg = streams(pos_t), streams(neg_t)
+    tokens, last = prompts.tokenize_prompts(model, prompts.sentiment_metric_prompts("held_out"))
+    metric = streams(tokens)
     up = prompts.word_ids(model, prompts.POSITIVE_WORDS)
     down = prompts.word_ids(model, prompts.NEGATIVE_WORDS)
-    best, best_shift = None, -float("inf")
-    for layer in SWEEP_LAYERS:
-        hook = f"blocks.{layer}.hook_resid_pre"
-        vector = contrastive_vector(model, pos_t, pos_l, neg_t, neg_l, hook)
+    best, best_score = None, -float("inf")
+    for i, layer in enumerate(DOSE_LAYERS):
+        vector = (pos[i][t.arange(len(pos_l)), pos_l].mean(0)
+                  - neg[i][t.arange(len(neg_l)), neg_l].mean(0))
         for c in COEFFICIENTS:
-            score = behaviour_score(steered_last_logits(model, tokens, ends, hook, vector, c),
-                                    up, down).mean().item()
-            if score > best_shift:
-                best, best_shift = (layer, c), score
+            pushed = metric[i].clone()
+            pushed[:, 1:] += c * vector
+            score = behaviour_score(run_from_layer(model, pushed, layer, last), up, down).mean()
+            if score > best_score:
+                best, best_score = (layer, c), score
     return best''', hint=1),
         "least_damage": Mistake(
             "you chose the setting with the least damage: among those within the budget, the "
             "one with the largest sentiment shift wins",
             '''def best_setting_within_budget():
-    return (SWEEP_LAYERS[-1], COEFFICIENTS[0])''', hint=1),
+    return (DOSE_LAYERS[-1], COEFFICIENTS[0])''', hint=1),
     },
     "ablated_sentiment_share": {
         "one_minus": Mistake(

@@ -20,10 +20,11 @@ from torch import Tensor
 from utils import steering_prompts as prompts
 
 # The chapter's settings (its setup cell holds the same values).
-SWEEP_LAYERS = (2, 6, 10, 14, 18, 24)
+SWEEP_LAYERS = (2, 6, 10, 14, 18, 24)  # compared at coefficient 1
+DOSE_LAYERS = (6, 14, 24)  # swept over COEFFICIENTS
 COEFFICIENTS = (0.5, 1.0, 2.0, 4.0)
 KL_BUDGET = 0.5  # nats per token on neutral text
-NEUTRAL_ROWS, NEUTRAL_LEN = 4, 48
+NEUTRAL_ROWS, NEUTRAL_LEN = 4, 32
 COMPARE_LAYER = 12  # the shipped SAE reads blocks.12.hook_resid_post = blocks.13.hook_resid_pre
 COMPARE_SCALE = 8  # section 5 pushes each unit direction with 8 x the contrastive vector's norm
 
@@ -108,8 +109,31 @@ def ablated_last_logits(model: Any, tokens: Tensor, last: Tensor, direction: Ten
 
 
 # ------------------------------------------------------------------------------ findings
+# Each truth runs the blocks below a steered layer once (``stream_at``) and every steered
+# setting from that layer up only (``utils.tl_compat.run_from_layer``): the same logits as a
+# hook at the layer's resid_pre, for a fraction of the cost.
 def _tokens(model: Any, texts: list[str]) -> tuple[Tensor, Tensor]:
     return prompts.tokenize_prompts(model, texts)
+
+
+def _streams(model: Any, tokens: Tensor, hooks: list[str]) -> dict[str, Tensor]:
+    """The clean stream at each hook (all positions), one pass up to the deepest hook."""
+    stop = max(int(h.split(".")[1]) for h in hooks) + 1
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=hooks, stop_at_layer=stop)
+    return {h: cache[h] for h in hooks}
+
+
+def _run_pushed(model: Any, stream: Tensor, layer: int, vector: Tensor, coefficient: float,
+                last: Tensor | None = None) -> Tensor:
+    """Logits with coefficient * vector added to ``stream`` (resid_pre of ``layer``) at
+    positions 1 onwards, running blocks ``layer..`` only."""
+    from utils.tl_compat import run_from_layer
+
+    offset = torch.zeros_like(stream)
+    offset[:, 1:] = coefficient * vector
+    with torch.no_grad():
+        return run_from_layer(model, stream + offset, layer, last)
 
 
 @functools.cache
@@ -123,12 +147,10 @@ def neutral_tokens(model: Any) -> Tensor:
                            bos_token_id=1)
 
 
-def neutral_kl(model: Any, hooks: list) -> float:
-    """Mean next-token KL(clean || hooked) over the neutral text's positions 1 onwards."""
-    tokens = neutral_tokens(model)
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        hooked = model(tokens)[:, 1:]
-    return next_token_kl(_clean_neutral_logits(model), hooked).mean().item()
+@functools.cache
+def _neutral_streams(model: Any) -> dict[str, Tensor]:
+    hooks = [hook_at(L) for L in DOSE_LAYERS] + [f"blocks.{COMPARE_LAYER}.hook_resid_post"]
+    return _streams(model, neutral_tokens(model), hooks)
 
 
 @functools.cache
@@ -137,23 +159,10 @@ def _clean_neutral_logits(model: Any) -> Tensor:
         return model(neutral_tokens(model))[:, 1:]
 
 
-def _adder(vector: Tensor, coefficient: float):
-    def add(value, hook):
-        value = value.clone()
-        value[:, 1:] += coefficient * vector
-        return value
-    return add
-
-
-def _last_position_acts(model: Any, tokens: Tensor, last: Tensor, hooks: list[str]
-                        ) -> dict[str, Tensor]:
-    """Activations at each row's last position, for several resid hooks in one forward pass
-    that stops after the deepest hook's block."""
-    stop = max(int(h.split(".")[1]) for h in hooks) + 1
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=hooks, stop_at_layer=stop)
-    rows = torch.arange(len(last))
-    return {h: cache[h][rows, last] for h in hooks}
+def _neutral_kl(model: Any, layer: int, hook: str, vector: Tensor, coefficient: float) -> float:
+    """Mean next-token KL(clean || steered) over the neutral text's positions 1 onwards."""
+    steered = _run_pushed(model, _neutral_streams(model)[hook], layer, vector, coefficient)
+    return next_token_kl(_clean_neutral_logits(model), steered[:, 1:]).mean().item()
 
 
 @functools.cache
@@ -161,102 +170,129 @@ def sentiment_vectors(model: Any) -> dict[int, Tensor]:
     """Each sweep layer's contrastive sentiment vector (train pairs, last position)."""
     pos, neg = prompts.sentiment_pairs("train")
     hooks = [hook_at(L) for L in SWEEP_LAYERS]
-    pos_acts = _last_position_acts(model, *_tokens(model, pos), hooks)
-    neg_acts = _last_position_acts(model, *_tokens(model, neg), hooks)
-    return {L: (pos_acts[hook_at(L)].double().mean(0)
-                - neg_acts[hook_at(L)].double().mean(0)).float() for L in SWEEP_LAYERS}
+    (pt, pl), (nt, nl) = _tokens(model, pos), _tokens(model, neg)
+    pos_acts, neg_acts = _streams(model, pt, hooks), _streams(model, nt, hooks)
+    return {L: (pos_acts[hook_at(L)][torch.arange(len(pl)), pl].double().mean(0)
+                - neg_acts[hook_at(L)][torch.arange(len(nl)), nl].double().mean(0)).float()
+            for L in SWEEP_LAYERS}
 
 
 @functools.cache
-def sentiment_sweep(model: Any) -> dict[str, Tensor]:
-    """Mean held-out sentiment shift and mean neutral KL for every (layer, coefficient)."""
+def _sentiment_metric(model: Any) -> dict[str, Any]:
+    """Held-out sentiment prompts: tokens, last positions, word ids, clean streams, scores."""
     tokens, last = _tokens(model, prompts.sentiment_metric_prompts("held_out"))
     up = prompts.word_ids(model, prompts.POSITIVE_WORDS)
     down = prompts.word_ids(model, prompts.NEGATIVE_WORDS)
     with torch.no_grad():
         clean = model(tokens)[torch.arange(len(last)), last]
-    base = behaviour_score(clean, up, down)
-    shift = torch.zeros(len(SWEEP_LAYERS), len(COEFFICIENTS))
-    kl = torch.zeros_like(shift)
-    for i, L in enumerate(SWEEP_LAYERS):
-        v = sentiment_vectors(model)[L]
-        for j, c in enumerate(COEFFICIENTS):
-            steered = steered_last_logits(model, tokens, last, hook_at(L), v, c)
-            shift[i, j] = (behaviour_score(steered, up, down) - base).mean()
-            kl[i, j] = neutral_kl(model, [(hook_at(L), _adder(v, c))])
-    return {"shift": shift, "kl": kl, "base": base}
+    return {"tokens": tokens, "last": last, "up": up, "down": down,
+            "streams": _streams(model, tokens, [hook_at(L) for L in SWEEP_LAYERS]),
+            "base": behaviour_score(clean, up, down)}
+
+
+def _sentiment_shift(model: Any, layer: int, coefficient: float) -> float:
+    m = _sentiment_metric(model)
+    steered = _run_pushed(model, m["streams"][hook_at(layer)], layer,
+                          sentiment_vectors(model)[layer], coefficient, m["last"])
+    return (behaviour_score(steered, m["up"], m["down"]) - m["base"]).mean().item()
+
+
+@functools.cache
+def layer_shifts(model: Any) -> dict[int, float]:
+    """Mean held-out sentiment shift of each sweep layer's vector at coefficient 1."""
+    return {L: _sentiment_shift(model, L, 1.0) for L in SWEEP_LAYERS}
 
 
 def best_steering_layer(model: Any) -> int:
     """The sweep layer whose vector, at coefficient 1, moves held-out sentiment most."""
-    sweep = sentiment_sweep(model)
-    return SWEEP_LAYERS[int(sweep["shift"][:, COEFFICIENTS.index(1.0)].argmax())]
+    shifts = layer_shifts(model)
+    return max(shifts, key=shifts.get)
+
+
+@functools.cache
+def dose_grid(model: Any) -> dict[str, Tensor]:
+    """Mean held-out sentiment shift and mean neutral KL for every (dose layer, coefficient)."""
+    shift = torch.zeros(len(DOSE_LAYERS), len(COEFFICIENTS))
+    kl = torch.zeros_like(shift)
+    for i, L in enumerate(DOSE_LAYERS):
+        for j, c in enumerate(COEFFICIENTS):
+            shift[i, j] = _sentiment_shift(model, L, c)
+            kl[i, j] = _neutral_kl(model, L, hook_at(L), sentiment_vectors(model)[L], c)
+    return {"shift": shift, "kl": kl}
 
 
 def best_setting_within_budget(model: Any) -> tuple[int, float]:
     """(layer, coefficient) with the largest shift among settings with neutral KL <= budget."""
-    sweep = sentiment_sweep(model)
-    allowed = torch.where(sweep["kl"] <= KL_BUDGET, sweep["shift"], torch.tensor(-float("inf")))
+    grid = dose_grid(model)
+    allowed = torch.where(grid["kl"] <= KL_BUDGET, grid["shift"], torch.tensor(-float("inf")))
     i, j = divmod(int(allowed.argmax()), len(COEFFICIENTS))
-    return SWEEP_LAYERS[i], COEFFICIENTS[j]
+    return DOSE_LAYERS[i], COEFFICIENTS[j]
 
 
+@functools.cache
 def ablated_sentiment_share(model: Any) -> float:
     """Mean held-out sentiment score with the best layer's direction ablated everywhere,
     divided by the clean mean score."""
-    tokens, last = _tokens(model, prompts.sentiment_metric_prompts("held_out"))
-    up = prompts.word_ids(model, prompts.POSITIVE_WORDS)
-    down = prompts.word_ids(model, prompts.NEGATIVE_WORDS)
+    m = _sentiment_metric(model)
     direction = sentiment_vectors(model)[best_steering_layer(model)]
-    ablated = behaviour_score(ablated_last_logits(model, tokens, last, direction), up, down)
-    return (ablated.mean() / sentiment_sweep(model)["base"].mean()).item()
+    ablated = behaviour_score(ablated_last_logits(model, m["tokens"], m["last"], direction),
+                              m["up"], m["down"])
+    return (ablated.mean() / m["base"].mean()).item()
 
 
 @functools.cache
-def number_directions(model: Any) -> dict[str, Tensor]:
-    """Unit directions for plural-minus-singular at blocks.12.hook_resid_post: the contrastive
-    vector, a chapter-4 style logistic probe, and the shipped SAE's most plural-selective
-    latent (decoder row). Built from the train split only."""
-    from utils.reference.probing import train_and_test_probe
-    from utils.sae import load_pretrained_sae
-
-    hook = f"blocks.{COMPARE_LAYER}.hook_resid_post"
-    plural, singular = prompts.number_pairs("train")
-    (pt, pl), (st, sl) = _tokens(model, plural), _tokens(model, singular)
-    contrast = contrastive_vector(model, pt, pl, st, sl, hook)
-
-    x = torch.cat([_last_position_acts(model, st, sl, [hook])[hook],
-                   _last_position_acts(model, pt, pl, [hook])[hook]])
-    y = torch.tensor([0] * len(sl) + [1] * len(pl))
-    probe = train_and_test_probe(x, y, torch.arange(len(y)) % 4 != 0)["w"]
-    sae, _ = load_pretrained_sae()
-    latents = torch.relu((x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"])
-    selectivity = latents[y == 1].mean(0) - latents[y == 0].mean(0)
-    sae_row = sae["W_dec"][int(selectivity.argmax())]
-    return {name: v / v.norm() for name, v in
-            (("contrastive", contrast), ("probe", probe), ("sae_latent", sae_row))}
-
-
-@functools.cache
-def direction_comparison(model: Any) -> dict[str, dict[str, float]]:
-    """Each number direction scaled to COMPARE_SCALE times the contrastive vector's norm (at its
-    own norm every shift is below 0.1), added at blocks.12.hook_resid_post: mean held-out shift
-    of logit(are) - logit(is), and neutral KL."""
-    hook = f"blocks.{COMPARE_LAYER}.hook_resid_post"
-    plural, singular = prompts.number_pairs("train")
-    (pt, pl), (st, sl) = _tokens(model, plural), _tokens(model, singular)
-    scale = COMPARE_SCALE * contrastive_vector(model, pt, pl, st, sl, hook).norm().item()
+def _number_metric(model: Any) -> dict[str, Any]:
+    """Held-out number prompts: tokens, last positions, verb ids, clean scores."""
     texts, _ = prompts.number_metric_prompts("held_out")
     tokens, last = _tokens(model, texts)
     up = prompts.word_ids(model, prompts.NUMBER_WORDS["up"])
     down = prompts.word_ids(model, prompts.NUMBER_WORDS["down"])
     with torch.no_grad():
         base = behaviour_score(model(tokens)[torch.arange(len(last)), last], up, down)
+    return {"tokens": tokens, "last": last, "up": up, "down": down, "base": base}
+
+
+@functools.cache
+def number_directions(model: Any) -> dict[str, Tensor]:
+    """Plural-minus-singular directions at blocks.12.hook_resid_post, unnormalised: the
+    contrastive vector, a chapter-4 style logistic probe's weights, and the shipped SAE's most
+    plural-selective latent (decoder row). Built from the train split only."""
+    from utils.reference.probing import train_and_test_probe
+    from utils.sae import load_pretrained_sae
+
+    hook = f"blocks.{COMPARE_LAYER}.hook_resid_post"
+    plural, singular = prompts.number_pairs("train")
+    (pt, pl), (st, sl) = _tokens(model, plural), _tokens(model, singular)
+    plural_x = _streams(model, pt, [hook])[hook][torch.arange(len(pl)), pl]
+    singular_x = _streams(model, st, [hook])[hook][torch.arange(len(sl)), sl]
+    x = torch.cat([singular_x, plural_x])
+    y = torch.tensor([0] * len(sl) + [1] * len(pl))
+    probe = train_and_test_probe(x, y, torch.arange(len(y)) % 4 != 0)["w"]
+    sae, _ = load_pretrained_sae()
+    latents = torch.relu((x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"])
+    selectivity = latents[y == 1].mean(0) - latents[y == 0].mean(0)
+    contrast = (plural_x.double().mean(0) - singular_x.double().mean(0)).float()
+    return {"contrastive": contrast, "probe": probe,
+            "sae_latent": sae["W_dec"][int(selectivity.argmax())]}
+
+
+@functools.cache
+def direction_comparison(model: Any) -> dict[str, dict[str, float]]:
+    """Each number direction made unit length and scaled to COMPARE_SCALE times the
+    contrastive vector's norm, added at blocks.12.hook_resid_post (positions 1 onwards): mean
+    held-out shift of logit(are) - logit(is), and mean neutral KL."""
+    hook = f"blocks.{COMPARE_LAYER}.hook_resid_post"
+    directions = number_directions(model)
+    scale = COMPARE_SCALE * directions["contrastive"].norm().item()
+    m = _number_metric(model)
+    stream = _streams(model, m["tokens"], [hook])[hook]
     out = {}
-    for name, unit in number_directions(model).items():
-        steered = steered_last_logits(model, tokens, last, hook, unit, scale)
-        out[name] = {"shift": (behaviour_score(steered, up, down) - base).mean().item(),
-                     "kl": neutral_kl(model, [(hook, _adder(unit, scale))])}
+    for name, v in directions.items():
+        unit = v / v.norm()
+        steered = _run_pushed(model, stream, COMPARE_LAYER + 1, unit, scale, m["last"])
+        out[name] = {"shift": (behaviour_score(steered, m["up"], m["down"])
+                               - m["base"]).mean().item(),
+                     "kl": _neutral_kl(model, COMPARE_LAYER + 1, hook, unit, scale)}
     return out
 
 
@@ -265,16 +301,12 @@ def best_number_direction(model: Any) -> str:
     return max(found, key=lambda name: found[name]["shift"])
 
 
+@functools.cache
 def cross_behaviour_shift(model: Any) -> float:
     """Mean held-out number-metric shift when the best sentiment vector is added at coefficient
     1 at its layer."""
     layer = best_steering_layer(model)
-    texts, _ = prompts.number_metric_prompts("held_out")
-    tokens, last = _tokens(model, texts)
-    up = prompts.word_ids(model, prompts.NUMBER_WORDS["up"])
-    down = prompts.word_ids(model, prompts.NUMBER_WORDS["down"])
-    with torch.no_grad():
-        base = behaviour_score(model(tokens)[torch.arange(len(last)), last], up, down)
-    steered = steered_last_logits(model, tokens, last, hook_at(layer),
-                                  sentiment_vectors(model)[layer], 1.0)
-    return (behaviour_score(steered, up, down) - base).mean().item()
+    m = _number_metric(model)
+    stream = _streams(model, m["tokens"], [hook_at(layer)])[hook_at(layer)]
+    steered = _run_pushed(model, stream, layer, sentiment_vectors(model)[layer], 1.0, m["last"])
+    return (behaviour_score(steered, m["up"], m["down"]) - m["base"]).mean().item()
