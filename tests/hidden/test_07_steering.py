@@ -192,7 +192,8 @@ def test_best_setting_within_budget(submission):
         why = (f"its neutral-text KL is {kl:.3f}, over the budget of {ref.KL_BUDGET}"
                if kl > ref.KL_BUDGET else
                f"it is within the budget (KL {kl:.3f}) but another setting within the budget "
-               f"moves sentiment more than its {sweep['shift'][i, j]:+.2f}")
+               f"moves sentiment more than its {sweep['shift'][i, j]:+.2f} (compare every layer of "
+               f"DOSE_LAYERS {ref.DOSE_LAYERS}, each with its own vector, at every coefficient)")
         raise AssertionError(f"best_setting_within_budget returned {tuple(got)}: {why}. KL is "
                              "KL(clean || steered), averaged over the neutral text's positions "
                              "1 onwards.")

@@ -183,10 +183,10 @@ def _sentiment_metric(model: Any) -> dict[str, Any]:
     tokens, last = _tokens(model, prompts.sentiment_metric_prompts("held_out"))
     up = prompts.word_ids(model, prompts.POSITIVE_WORDS)
     down = prompts.word_ids(model, prompts.NEGATIVE_WORDS)
-    with torch.no_grad():
-        clean = model(tokens)[torch.arange(len(last)), last]
-    return {"tokens": tokens, "last": last, "up": up, "down": down,
-            "streams": _streams(model, tokens, [hook_at(L) for L in SWEEP_LAYERS]),
+    streams = _streams(model, tokens, [hook_at(L) for L in SWEEP_LAYERS])
+    deepest = max(SWEEP_LAYERS)  # the clean logits, from the deepest cached stream up
+    clean = _run_pushed(model, streams[hook_at(deepest)], deepest, torch.zeros(1), 0.0, last)
+    return {"tokens": tokens, "last": last, "up": up, "down": down, "streams": streams,
             "base": behaviour_score(clean, up, down)}
 
 
@@ -211,13 +211,15 @@ def best_steering_layer(model: Any) -> int:
 
 @functools.cache
 def dose_grid(model: Any) -> dict[str, Tensor]:
-    """Mean held-out sentiment shift and mean neutral KL for every (dose layer, coefficient)."""
-    shift = torch.zeros(len(DOSE_LAYERS), len(COEFFICIENTS))
+    """Mean neutral KL for every (dose layer, coefficient), and the mean held-out sentiment
+    shift of the settings within KL_BUDGET (NaN for the others: they are never chosen)."""
+    shift = torch.full((len(DOSE_LAYERS), len(COEFFICIENTS)), float("nan"))
     kl = torch.zeros_like(shift)
     for i, L in enumerate(DOSE_LAYERS):
         for j, c in enumerate(COEFFICIENTS):
-            shift[i, j] = _sentiment_shift(model, L, c)
             kl[i, j] = _neutral_kl(model, L, hook_at(L), sentiment_vectors(model)[L], c)
+            if kl[i, j] <= KL_BUDGET:
+                shift[i, j] = _sentiment_shift(model, L, c)
     return {"shift": shift, "kl": kl}
 
 
