@@ -3,7 +3,8 @@
 Measures, on this machine: setting up a fresh environment (``--setup``, slow), SmolLM2's
 first load (dequantise + process + cache, in a throwaway cache) and cached load, executing
 every solution notebook (time and the kernel's peak memory), grading every solution
-notebook with the hidden checks, grading a class of ``--class-size`` submissions of one
+notebook with the hidden checks (twice: computing the investigations' truths, then reading
+them back as a class's later gradings do), grading a class of ``--class-size`` submissions of one
 chapter in parallel, as an instructor would (``course_tools.grade_class``), and (``--tests``) the
 test suite: ``make quicktest`` and ``make test``. Each figure is printed next to its budget
 (:data:`BUDGETS`). These are benchmarks, not tests: nothing fails when a budget is missed, it
@@ -146,7 +147,7 @@ def bench_notebooks(selected: list[Path]) -> dict:
     return {"notebooks": rows, "course_seconds": round(sum(r["seconds"] for r in rows), 1)}
 
 
-def bench_hidden_checks(selected: list[Path]) -> dict:
+def _grade_solutions(selected: list[Path], label: str) -> list[dict]:
     from course_tools.grading.runner import grade_notebook
 
     rows = []
@@ -156,12 +157,33 @@ def bench_hidden_checks(selected: list[Path]) -> dict:
         rows.append({"chapter": path.stem, "seconds": round(time.monotonic() - started, 1),
                      "checks_seconds": report.seconds,
                      "score": report.score, "max_score": report.max_score})
-        print(f"  graded {path.name}: {report.score:g}/{report.max_score:g}, checks "
+        print(f"  graded {path.name} ({label}): {report.score:g}/{report.max_score:g}, checks "
               f"{report.seconds} s, {rows[-1]['seconds']} s with the worker's start-up",
               flush=True)
+    return rows
+
+
+def bench_hidden_checks(selected: list[Path]) -> dict:
+    """Grade every solution twice: first on a machine that has no kept truths (an empty
+    truths folder: every investigation's truth is computed), then as every later grading
+    of a class is (the truths read back)."""
+    from course_tools.grading import truth_cache
+
+    with tempfile.TemporaryDirectory() as truths:
+        saved = os.environ.get(truth_cache.DIR_ENV)
+        os.environ[truth_cache.DIR_ENV] = truths
+        try:
+            first = _grade_solutions(selected, "truths computed")
+            rows = _grade_solutions(selected, "truths kept")
+        finally:
+            if saved is None:
+                os.environ.pop(truth_cache.DIR_ENV)
+            else:
+                os.environ[truth_cache.DIR_ENV] = saved
     # The budget is for the checks; starting a chapter's worker (imports, SmolLM2, the setup
     # cell) is paid once per grading run, whatever the number of notebooks graded with it.
-    return {"grading": rows,
+    return {"grading": rows, "first_grading": first,
+            "first_hidden_checks_seconds": round(sum(r["checks_seconds"] for r in first), 1),
             "hidden_checks_seconds": round(sum(r["checks_seconds"] for r in rows), 1),
             "grading_with_startup_seconds": round(sum(r["seconds"] for r in rows), 1)}
 
@@ -217,10 +239,13 @@ def markdown(results: dict) -> str:
         row("whole course, end to end", timed(results["course_seconds"]),
             f"≤ {BUDGETS['course']} s")
     if "hidden_checks_seconds" in results:
-        row("hidden checks of every exercise (grading all solutions, workers started)",
+        row("hidden checks of every exercise (grading all solutions, workers started, "
+            "investigations' truths kept from an earlier grading)",
             f"{timed(results['hidden_checks_seconds'])}; "
             f"{timed(results['grading_with_startup_seconds'])} with each chapter's worker "
             "start-up", f"≤ {BUDGETS['hidden_checks']} s")
+        row("the same, the first time on a machine (every truth computed and kept)",
+            timed(results["first_hidden_checks_seconds"]), "once per machine")
     if "class_grading" in results:
         c = results["class_grading"]
         row(f"grade a class of {c['size']} (`{c['chapter']}`, {c['jobs']} jobs)",

@@ -3,8 +3,9 @@
 On Linux with bubblewrap (``bwrap``), the worker sees an allow-list of the file system,
 read-only: the system, the Python installation and virtualenv, the ``utils`` package (without
 ``utils/reference`` and without the modules a chapter's checks declare as answer keys) and the
-model cache. The repository's ``tests/`` and ``solutions/``, the gradebook and other students'
-work are simply not there. It has no network, its own PID namespace, may not create user
+model cache. The repository's ``tests/`` and ``solutions/``, the kept truths
+(:mod:`course_tools.grading.truth_cache`), the gradebook and other students' work are simply
+not there. It has no network, its own PID namespace, may not create user
 namespaces, writes only to a size-limited tmpfs, and never runs as root: under a grader
 started as root the worker drops to ``nobody`` before it imports anything, so process limits
 hold. Without bubblewrap (a learner's laptop) it runs as a plain subprocess in an empty
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from course_tools.grading import codec, trusted_calls
+from course_tools.grading import codec, trusted_calls, truth_cache
 from utils import paths
 
 BLOCKED_MODULES = ["utils.reference"]
@@ -106,6 +107,10 @@ def _bwrap_command(bwrap: str, extra_ro: list[Path], hidden: list[Path]) -> list
         if os.path.exists(real):
             binds.setdefault(str(root), real)
             binds.setdefault(real, real)
+    truths = Path(os.path.realpath(truth_cache.truth_dir()))
+    if any(truths.is_relative_to(target) for target in binds):  # $COURSE_TRUTH_DIR put it there
+        truth_cache.private_folder()  # made now, so that it is hidden below
+        hidden = [*hidden, truths]
     under_tmp = any(target == "/tmp" or target.startswith("/tmp/") for target in binds)
     scratch = "/scratch" if under_tmp else "/tmp"
     # --as-pid-1: no bubblewrap process inside the sandbox holds the worker's channel; as

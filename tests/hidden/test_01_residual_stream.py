@@ -21,6 +21,7 @@ from course_tools.grading.checks import (
     warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
+from course_tools.grading.truth_cache import kept_truth
 from utils.ioi import make_ioi_dataset
 from utils.reference import residual_stream as ref
 
@@ -266,13 +267,13 @@ def _held_out() -> tuple:
     return data, cache
 
 
-@functools.cache
+@kept_truth
 def _lens_diffs() -> torch.Tensor:
     data, cache = _held_out()
     return ref.lens_logit_diffs(_model(), cache, data.answer_tokens)  # [stream, prompt]
 
 
-@functools.cache
+@kept_truth
 def _held_out_dla() -> torch.Tensor:
     data, cache = _held_out()
     return ref.per_prompt_head_dla(_model(), cache, data.answer_tokens)  # [prompt, layer, head]

@@ -27,6 +27,7 @@ from course_tools.grading.checks import (
     warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
+from course_tools.grading.truth_cache import kept_truth
 from utils.data import repeated_random_tokens
 from utils.reference import induction_heads as ref
 from utils.reference.qk_ov_circuits import diagonal_argmax_fraction, k_composition_circuit
@@ -107,12 +108,12 @@ def _smol_tokens() -> torch.Tensor:
                                   bos_token=smol.tokenizer.bos_token_id)
 
 
-@functools.cache
+@kept_truth
 def _smol_scores() -> dict[str, torch.Tensor]:
     return ref.score_every_head(reference_model("smollm2"), _smol_tokens(), SMOL_HALF_LEN)
 
 
-@functools.cache
+@kept_truth
 def _smol_icl() -> float:
     from utils import text_corpus
     from utils.reference.residual_stream import per_token_loss

@@ -35,6 +35,7 @@ from course_tools.grading.checks import (
     warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
+from course_tools.grading.truth_cache import kept_truth
 from utils.reference import probing as ref
 
 # Prompts the notebook never shows (different nouns and shapes), of different lengths, so
@@ -410,7 +411,7 @@ def _chapter_data():
     return ref.chapter_data(_model())
 
 
-@functools.cache
+@kept_truth
 def _early_accuracies(n_layers: int) -> dict[str, list[float]]:
     return ref.early_layer_accuracies(_model(), _chapter_data(), n_layers)
 
@@ -431,7 +432,7 @@ def _first_selective_layers() -> tuple[set[int], list[float]]:
     return set(), sel
 
 
-@functools.cache
+@kept_truth
 def _steering() -> dict:
     return ref.steering_findings(_model(), _chapter_data())
 

@@ -23,6 +23,7 @@ from course_tools.grading.checks import (
     warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
+from course_tools.grading.truth_cache import kept_truth
 from utils.reference import sparse_autoencoders as ref
 
 # Later answers call sae_forward by name; while graded they get the course's version. (Only
@@ -397,7 +398,7 @@ def _heldout_rows(n_rows):
                            bos_token_id=1 if bos is None else bos)
 
 
-@functools.cache
+@kept_truth
 def _ablation_losses():
     sae, config = _shipped_sae()
     return ref.ablation_losses(reference_model("smollm2"), _heldout_rows(4), config["hook_name"],
@@ -407,7 +408,7 @@ def _ablation_losses():
 NEURON_TOP, NEURON_MIN = 30, 3
 
 
-@functools.cache
+@kept_truth
 def _carrier_counts():
     sae, config = _shipped_sae()
     model = reference_model("smollm2")
