@@ -3,7 +3,8 @@
 The exercises are checked on inputs the notebook never uses: seeded random logits and
 activations for the tensor functions, short prompts of other words for the model functions,
 against ``utils.reference.steering`` computed here. The investigations are checked against the
-findings recomputed from SmolLM2 in this (trusted) process, once per run (functools.cache).
+findings recomputed from SmolLM2 in this (trusted) process, once per machine (``@kept_truth``:
+kept on disk until the course's code changes).
 """
 
 import functools
@@ -19,6 +20,7 @@ from course_tools.grading.checks import (
     warm_up_loading,
 )
 from course_tools.grading.diagnosis import Mistake
+from course_tools.grading.truth_cache import kept_truth
 from utils import steering_prompts as prompts
 from utils.reference import probing as probing_ref
 from utils.reference import steering as ref
@@ -41,10 +43,48 @@ REFERENCES = {
     "next_token_kl": ref.next_token_kl,
     "project_out_direction": ref.project_out_direction,
     "ablated_last_logits": ref.ablated_last_logits,
-    "best_steering_layer": lambda: ref.best_steering_layer(_model()),
+    "best_steering_layer": lambda: _best_layer(),
     # chapter 4's probe, which best_number_direction trains (Newton steps: bounded by x's size)
     "train_and_test_probe": probing_ref.train_and_test_probe,
 }
+
+
+# ------------------------------------------------------------------------------ truths
+# What the investigations ask, computed from SmolLM2 once per machine (plain data only).
+@kept_truth
+def _layer_shifts() -> dict[int, float]:
+    return ref.layer_shifts(_model())
+
+
+@kept_truth
+def _best_layer() -> int:
+    shifts = _layer_shifts()
+    return max(shifts, key=shifts.get)
+
+
+@kept_truth
+def _dose_grid() -> dict[str, torch.Tensor]:
+    return ref.dose_grid(_model())
+
+
+@kept_truth
+def _best_setting() -> tuple[int, float]:
+    return ref.best_setting_within_budget(_model())
+
+
+@kept_truth
+def _ablated_share() -> float:
+    return ref.ablated_sentiment_share(_model())
+
+
+@kept_truth
+def _direction_comparison() -> dict[str, dict[str, float]]:
+    return ref.direction_comparison(_model())
+
+
+@kept_truth
+def _cross_shift() -> float:
+    return ref.cross_behaviour_shift(_model())
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -166,9 +206,8 @@ def test_best_steering_layer(submission):
     if got not in ref.SWEEP_LAYERS or isinstance(got, bool):
         raise AssertionError(f"best_steering_layer returned {got!r}: return one of "
                              f"SWEEP_LAYERS {ref.SWEEP_LAYERS}")
-    expected = ref.best_steering_layer(_model())
-    if got != expected:
-        shifts = ref.layer_shifts(_model())
+    if got != _best_layer():
+        shifts = _layer_shifts()
         raise AssertionError(
             f"best_steering_layer returned {got}: at coefficient 1 its vector moves the mean "
             f"held-out sentiment score by {shifts[got]:+.2f}, and another "
@@ -184,9 +223,8 @@ def test_best_setting_within_budget(submission):
         raise AssertionError(f"best_setting_within_budget returned {got!r}: return (layer, "
                              f"coefficient) with the layer in {ref.DOSE_LAYERS} and the "
                              f"coefficient in {ref.COEFFICIENTS}")
-    expected = ref.best_setting_within_budget(_model())
-    if (got[0], float(got[1])) != expected:
-        sweep = ref.dose_grid(_model())
+    if (got[0], float(got[1])) != tuple(_best_setting()):
+        sweep = _dose_grid()
         i, j = ref.DOSE_LAYERS.index(got[0]), ref.COEFFICIENTS.index(float(got[1]))
         kl = sweep["kl"][i, j].item()
         why = (f"its neutral-text KL is {kl:.3f}, over the budget of {ref.KL_BUDGET}"
@@ -204,8 +242,7 @@ def test_ablated_sentiment_share(submission):
     got = submission.finding("ablated_sentiment_share", timeout=INVESTIGATION_TIMEOUT)
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise AssertionError(f"ablated_sentiment_share returned {got!r}: return a float")
-    expected = ref.ablated_sentiment_share(_model())
-    if abs(got - expected) > 0.05:
+    if abs(got - _ablated_share()) > 0.05:
         raise AssertionError(
             f"ablated_sentiment_share returned {got:.3f}, not within 0.05 of the measured "
             "fraction. It is mean(score with the best layer's vector ablated everywhere) / "
@@ -219,9 +256,8 @@ def test_best_number_direction(submission):
     options = ("contrastive", "probe", "sae_latent")
     if got not in options:
         raise AssertionError(f"best_number_direction returned {got!r}: return one of {options}")
-    expected = ref.best_number_direction(_model())
-    if got != expected:
-        found = ref.direction_comparison(_model())
+    found = _direction_comparison()
+    if got != max(found, key=lambda name: found[name]["shift"]):
         raise AssertionError(
             f"best_number_direction returned {got!r}, whose mean shift of logit(' are') - "
             f"logit(' is') is {found[got]['shift']:+.2f}; another direction's mean is larger "
@@ -234,7 +270,7 @@ def test_cross_behaviour_shift(submission):
     got = submission.finding("cross_behaviour_shift", timeout=INVESTIGATION_TIMEOUT)
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise AssertionError(f"cross_behaviour_shift returned {got!r}: return a float")
-    expected = ref.cross_behaviour_shift(_model())
+    expected = _cross_shift()
     if abs(got - expected) > 0.1 + 0.1 * abs(expected):
         raise AssertionError(
             f"cross_behaviour_shift returned {got:+.3f}, not within 0.1 + 10% of the measured "
@@ -392,11 +428,24 @@ MUTANTS = {
     norms = [contrastive_vector(model, pos_t, pos_l, neg_t, neg_l,
                                 f"blocks.{L}.hook_resid_pre").norm() for L in SWEEP_LAYERS]
     return SWEEP_LAYERS[int(t.stack(norms).argmax())]''', hint=1),
-        "earliest_layer": Mistake(
-            "you picked the earliest layer of the sweep, where the adjective has just been read: "
-            "measure the mean shift at each layer and take the largest",
-            '''def best_steering_layer():
-    return SWEEP_LAYERS[0]''', hint=3),
+        "largest_relative_to_stream": Mistake(
+            "you chose the layer where the vector is longest relative to the stream it is added "
+            "to: a push that is large for its layer is not a better steer; read the mean shift "
+            "of the sentiment score at each layer off the sweep",
+            '''@t.no_grad()
+def best_steering_layer():
+    from utils.smollm2 import load_smollm2
+    model = load_smollm2()
+    hooks = [f"blocks.{L}.hook_resid_pre" for L in SWEEP_LAYERS]
+    at_last = []
+    for texts in prompts.sentiment_pairs("train"):
+        tokens, last = prompts.tokenize_prompts(model, texts)
+        _, cache = model.run_with_cache(tokens, names_filter=hooks,
+                                        stop_at_layer=max(SWEEP_LAYERS) + 1)
+        at_last.append([cache[h][t.arange(len(last)), last] for h in hooks])
+    relative = [(pos.mean(0) - neg.mean(0)).norm() / pos.norm(dim=-1).median()
+                for pos, neg in zip(*at_last)]
+    return SWEEP_LAYERS[int(t.stack(relative).argmax())]''', hint=1),
     },
     "best_setting_within_budget": {
         "ignores_budget": Mistake(
@@ -432,6 +481,8 @@ MUTANTS = {
         "least_damage": Mistake(
             "you chose the setting with the least damage: among those within the budget, the "
             "one with the largest sentiment shift wins",
+            # the grid's smallest KL on SmolLM2 (measured: layer 24 at coefficient 0.5); computing
+            # it here cost ~25 s of the suite (corpus_split alone takes 6 s in the sandbox)
             '''def best_setting_within_budget():
     return (DOSE_LAYERS[-1], COEFFICIENTS[0])''', hint=1),
     },
@@ -477,11 +528,47 @@ MUTANTS = {
             "at COMPARE_SCALE times the contrastive norm (signed, the largest value)",
             '''def best_number_direction():
     return "contrastive"''', hint=1),
-        "sae_latent": Mistake(
-            "you picked the SAE latent, which moves the metric furthest in size: the question "
-            "asks for the largest signed mean shift, and its shift is negative",
-            '''def best_number_direction():
-    return "sae_latent"''', hint=1),
+        "largest_size": Mistake(
+            "you picked the direction that moves the metric furthest in size: the question "
+            "asks for the largest signed mean shift (the largest value), and these shifts are "
+            "negative",
+            '''@t.no_grad()
+def best_number_direction():
+    from utils.sae import load_pretrained_sae
+    from utils.smollm2 import load_smollm2
+    from utils.tl_compat import run_from_layer
+    model = load_smollm2()
+    hook = f"blocks.{COMPARE_LAYER}.hook_resid_post"
+    def stream(tokens):
+        _, cache = model.run_with_cache(tokens, names_filter=[hook],
+                                        stop_at_layer=COMPARE_LAYER + 1)
+        return cache[hook]
+    (pl_t, pl_l), (sg_t, sg_l) = [prompts.tokenize_prompts(model, s)
+                                  for s in prompts.number_pairs("train")]
+    plural = stream(pl_t)[t.arange(len(pl_l)), pl_l]
+    singular = stream(sg_t)[t.arange(len(sg_l)), sg_l]
+    x = t.cat([singular, plural])
+    y = t.tensor([0] * len(singular) + [1] * len(plural))
+    sae, _ = load_pretrained_sae()
+    latents = t.relu((x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"])
+    latent = int((latents[y == 1].mean(0) - latents[y == 0].mean(0)).argmax())
+    contrastive = plural.mean(0) - singular.mean(0)
+    directions = {"contrastive": contrastive,
+                  "probe": train_and_test_probe(x, y, t.arange(len(y)) % 4 != 0)["w"],
+                  "sae_latent": sae["W_dec"][latent]}
+    length = COMPARE_SCALE * contrastive.norm()
+    tokens, last = prompts.tokenize_prompts(model, prompts.number_metric_prompts("held_out")[0])
+    up = prompts.word_ids(model, prompts.NUMBER_WORDS["up"])
+    down = prompts.word_ids(model, prompts.NUMBER_WORDS["down"])
+    clean = stream(tokens)
+    base = behaviour_score(run_from_layer(model, clean, COMPARE_LAYER + 1, last), up, down)
+    shift = {}
+    for name, direction in directions.items():
+        pushed = clean.clone()
+        pushed[:, 1:] += length * direction / direction.norm()
+        steered = behaviour_score(run_from_layer(model, pushed, COMPARE_LAYER + 1, last), up, down)
+        shift[name] = (steered - base).mean().item()
+    return max(shift, key=lambda name: abs(shift[name]))''', hint=1),
     },
     "cross_behaviour_shift": {
         "sentiment_metric": Mistake(
