@@ -211,8 +211,9 @@ def test_best_steering_layer(submission):
         raise AssertionError(
             f"best_steering_layer returned {got}: at coefficient 1 its vector moves the mean "
             f"held-out sentiment score by {shifts[got]:+.2f}, and another "
-            "layer's moves it more. Use each layer's own vector, read at the last token of the "
-            "train pairs, and the mean (not the median) over the held-out metric prompts.")
+            "layer's moves it more. Read the sweep's mean per layer (the mean over the held-out "
+            "metric prompts, not the median or one prompt); if you compute it, use each layer's "
+            "own vector, read at the last token of the train pairs.")
 
 
 @points(2)
@@ -243,9 +244,10 @@ def test_ablated_sentiment_share(submission):
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise AssertionError(f"ablated_sentiment_share returned {got!r}: return a float")
     if abs(got - _ablated_share()) > 0.05:
+        percent = " A fraction: 1 means nothing removed (not 100)." if abs(got) > 5 else ""
         raise AssertionError(
             f"ablated_sentiment_share returned {got:.3f}, not within 0.05 of the measured "
-            "fraction. It is mean(score with the best layer's vector ablated everywhere) / "
+            f"fraction.{percent} It is mean(score with the best layer's vector ablated everywhere) / "
             "mean(clean score) on the held-out sentiment prompts: a ratio of means, with the "
             "direction removed from every resid_pre, resid_mid and the last resid_post.")
 
@@ -418,8 +420,9 @@ MUTANTS = {
     },
     "best_steering_layer": {
         "largest_vector": Mistake(
-            "you chose the layer whose vector is longest: the vectors grow with depth, and a "
-            "longer vector is not a better steer; measure the shift of the sentiment score",
+            "your answer is the layer whose vector is longest: the vectors grow with depth, and "
+            "a longer vector is not a better steer; the largest mean shift of the sentiment "
+            "score decides",
             '''def best_steering_layer():
     from utils.smollm2 import load_smollm2
     model = load_smollm2()
@@ -429,9 +432,9 @@ MUTANTS = {
                                 f"blocks.{L}.hook_resid_pre").norm() for L in SWEEP_LAYERS]
     return SWEEP_LAYERS[int(t.stack(norms).argmax())]''', hint=1),
         "largest_relative_to_stream": Mistake(
-            "you chose the layer where the vector is longest relative to the stream it is added "
-            "to: a push that is large for its layer is not a better steer; read the mean shift "
-            "of the sentiment score at each layer off the sweep",
+            "your answer is the layer where the vector is longest relative to the stream it is "
+            "added to: a push that is large for its layer is not a better steer; the largest "
+            "mean shift of the sentiment score decides",
             '''@t.no_grad()
 def best_steering_layer():
     from utils.smollm2 import load_smollm2
@@ -479,8 +482,8 @@ def best_steering_layer():
                 best, best_score = (layer, c), score
     return best''', hint=1),
         "least_damage": Mistake(
-            "you chose the setting with the least damage: among those within the budget, the "
-            "one with the largest sentiment shift wins",
+            "your answer is the setting with the least damage (the smallest KL): among those "
+            "within the budget, the one with the largest sentiment shift wins",
             # the grid's smallest KL on SmolLM2 (measured: layer 24 at coefficient 0.5); computing
             # it here cost ~25 s of the suite (corpus_split alone takes 6 s in the sandbox)
             '''def best_setting_within_budget():
@@ -529,7 +532,7 @@ def best_steering_layer():
             '''def best_number_direction():
     return "contrastive"''', hint=1),
         "largest_size": Mistake(
-            "you picked the direction that moves the metric furthest in size: the question "
+            "your answer is the direction that moves the metric furthest in size: the question "
             "asks for the largest signed mean shift (the largest value), and these shifts are "
             "negative",
             '''@t.no_grad()
