@@ -17,6 +17,7 @@ WARMS_UP = {
     "04_probing": ["smollm2"],
     "05_activation_patching": ["smollm2"],
     "06_sparse_autoencoders": ["attn_only_2l", "smollm2"],
+    "07_steering": ["smollm2"],
     "08_capstone": ["capstone_b", "capstone_c"],
 }
 
