@@ -282,6 +282,19 @@ def test_cross_behaviour_shift(submission):
 
 
 # ------------------------------------------------------------------------------ mistakes
+# cross_behaviour_shift's mistakes build the same sentiment vector and number prompts.
+_CROSS_SHIFT_START = '''def cross_behaviour_shift():
+    from utils.smollm2 import load_smollm2
+    model = load_smollm2()
+    layer = best_steering_layer()
+    hook = f"blocks.{layer}.hook_resid_pre"
+    pos_t, pos_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[0])
+    neg_t, neg_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[1])
+    v = contrastive_vector(model, pos_t, pos_l, neg_t, neg_l, hook)
+    tokens, last = prompts.tokenize_prompts(model, prompts.number_metric_prompts("held_out")[0])
+'''
+
+
 MUTANTS = {
     "behaviour_score": {
         "sum_not_mean": Mistake(
@@ -577,16 +590,7 @@ def best_number_direction():
         "sentiment_metric": Mistake(
             "you measured the sentiment metric: specificity asks how much the *number* metric "
             "(logit(' are') - logit(' is')) moves under the sentiment steer",
-            '''def cross_behaviour_shift():
-    from utils.smollm2 import load_smollm2
-    model = load_smollm2()
-    layer = best_steering_layer()
-    hook = f"blocks.{layer}.hook_resid_pre"
-    pos_t, pos_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[0])
-    neg_t, neg_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[1])
-    v = contrastive_vector(model, pos_t, pos_l, neg_t, neg_l, hook)
-    tokens, last = prompts.tokenize_prompts(model, prompts.number_metric_prompts("held_out")[0])
-    up = prompts.word_ids(model, prompts.POSITIVE_WORDS)
+            _CROSS_SHIFT_START + '''    up = prompts.word_ids(model, prompts.POSITIVE_WORDS)
     down = prompts.word_ids(model, prompts.NEGATIVE_WORDS)
     clean = behaviour_score(model(tokens)[t.arange(len(last)), last], up, down)
     steered = behaviour_score(steered_last_logits(model, tokens, last, hook, v, 1.0), up, down)
@@ -594,16 +598,7 @@ def best_number_direction():
         "steered_not_change": Mistake(
             "you returned the steered score itself: the question asks for the change, steered "
             "minus clean",
-            '''def cross_behaviour_shift():
-    from utils.smollm2 import load_smollm2
-    model = load_smollm2()
-    layer = best_steering_layer()
-    hook = f"blocks.{layer}.hook_resid_pre"
-    pos_t, pos_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[0])
-    neg_t, neg_l = prompts.tokenize_prompts(model, prompts.sentiment_pairs("train")[1])
-    v = contrastive_vector(model, pos_t, pos_l, neg_t, neg_l, hook)
-    tokens, last = prompts.tokenize_prompts(model, prompts.number_metric_prompts("held_out")[0])
-    up = prompts.word_ids(model, prompts.NUMBER_WORDS["up"])
+            _CROSS_SHIFT_START + '''    up = prompts.word_ids(model, prompts.NUMBER_WORDS["up"])
     down = prompts.word_ids(model, prompts.NUMBER_WORDS["down"])
     return behaviour_score(steered_last_logits(model, tokens, last, hook, v, 1.0),
                            up, down).mean().item()''', hint=3),

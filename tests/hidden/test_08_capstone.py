@@ -439,6 +439,39 @@ def test_remove_behaviour(submission):
 
 
 # ----------------------------------------------------------------------- mistakes
+_MEAN_ABLATION = '''def mean_ablation_effects(model, tokens, mask, target, reference_tokens):
+    cfg = model.cfg
+    names = [f"blocks.{l}.{h}" for l in range(cfg.n_layers) for h in ("attn.hook_z", "hook_mlp_out")]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(MEAN_ROWS, names_filter=lambda n: n in names)
+    means = {n: cache[n].mean(dim=(0, 1)) for n in names}
+    def behaviour(hooks):
+        with torch.no_grad():
+            probs = torch.softmax(model.run_with_hooks(tokens, fwd_hooks=hooks), dim=-1)
+        return float(probs[..., target][mask].mean())
+    clean = behaviour([])
+    effects = {}
+    for layer in range(cfg.n_layers):
+        z_name, mlp_name = f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"
+        for head in range(cfg.n_heads):
+            def mean_head(z, hook, head=head, mean=means[z_name][head]):
+                z = z.clone()
+                z[:, :, head] = mean
+                return z
+            effects[f"L{layer}H{head}"] = DROP_OFbehaviour([(z_name, mean_head)])SHARE
+        effects[f"MLP{layer}"] = DROP_OFbehaviour(
+            [(mlp_name, lambda out, hook, m=means[mlp_name]: m.expand_as(out).clone())])SHARE
+    return effects'''
+
+
+def _mean_ablation_mutant(mean_rows: str = "reference_tokens", share: bool = True) -> str:
+    """A wrong ``mean_ablation_effects``: means taken over ``mean_rows``; each effect the share
+    of the behaviour removed (``1 - ablated / clean``) or, with ``share=False``, the drop."""
+    return (_MEAN_ABLATION.replace("MEAN_ROWS", mean_rows)
+            .replace("DROP_OF", "1 - " if share else "clean - ")
+            .replace("SHARE", " / clean" if share else ""))
+
+
 _FOLD_TEMPLATE = '''def fold_head_ablation(model, layer, head, mean_z):
     state = model.state_dict()
     d_head = model.cfg.d_head
@@ -638,56 +671,12 @@ MUTANTS = {
         "absolute_drop": Mistake(
             "you returned the drop in probability, clean - ablated: the effect is the share "
             "of the behaviour removed, 1 - ablated / clean",
-            '''def mean_ablation_effects(model, tokens, mask, target, reference_tokens):
-    cfg = model.cfg
-    names = [f"blocks.{l}.{h}" for l in range(cfg.n_layers) for h in ("attn.hook_z", "hook_mlp_out")]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(reference_tokens, names_filter=lambda n: n in names)
-    means = {n: cache[n].mean(dim=(0, 1)) for n in names}
-    def behaviour(hooks):
-        with torch.no_grad():
-            probs = torch.softmax(model.run_with_hooks(tokens, fwd_hooks=hooks), dim=-1)
-        return float(probs[..., target][mask].mean())
-    clean = behaviour([])
-    effects = {}
-    for layer in range(cfg.n_layers):
-        z_name, mlp_name = f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"
-        for head in range(cfg.n_heads):
-            def mean_head(z, hook, head=head, mean=means[z_name][head]):
-                z = z.clone()
-                z[:, :, head] = mean
-                return z
-            effects[f"L{layer}H{head}"] = clean - behaviour([(z_name, mean_head)])
-        effects[f"MLP{layer}"] = clean - behaviour(
-            [(mlp_name, lambda out, hook, m=means[mlp_name]: m.expand_as(out).clone())])
-    return effects''', hint=3),
+            _mean_ablation_mutant(share=False), hint=3),
         "means_over_the_probed_rows": Mistake(
             "you took the components' means over `tokens`, the rows where the behaviour is "
             "measured: the mean comes from reference_tokens (clean text), so that the "
             "ablation removes what is special about the probed rows",
-            '''def mean_ablation_effects(model, tokens, mask, target, reference_tokens):
-    cfg = model.cfg
-    names = [f"blocks.{l}.{h}" for l in range(cfg.n_layers) for h in ("attn.hook_z", "hook_mlp_out")]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    means = {n: cache[n].mean(dim=(0, 1)) for n in names}
-    def behaviour(hooks):
-        with torch.no_grad():
-            probs = torch.softmax(model.run_with_hooks(tokens, fwd_hooks=hooks), dim=-1)
-        return float(probs[..., target][mask].mean())
-    clean = behaviour([])
-    effects = {}
-    for layer in range(cfg.n_layers):
-        z_name, mlp_name = f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"
-        for head in range(cfg.n_heads):
-            def mean_head(z, hook, head=head, mean=means[z_name][head]):
-                z = z.clone()
-                z[:, :, head] = mean
-                return z
-            effects[f"L{layer}H{head}"] = 1 - behaviour([(z_name, mean_head)]) / clean
-        effects[f"MLP{layer}"] = 1 - behaviour(
-            [(mlp_name, lambda out, hook, m=means[mlp_name]: m.expand_as(out).clone())]) / clean
-    return effects''', hint=2),
+            _mean_ablation_mutant(mean_rows="tokens"), hint=2),
     },
     "mechanism_components": {
         "heads_only": Mistake(
