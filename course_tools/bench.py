@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from course_tools import notebooks
 from course_tools.execute import _PeakMemory, run_notebook
@@ -169,17 +170,10 @@ def bench_hidden_checks(selected: list[Path]) -> dict:
     of a class is (the truths read back)."""
     from course_tools.grading import truth_cache
 
-    with tempfile.TemporaryDirectory() as truths:
-        saved = os.environ.get(truth_cache.DIR_ENV)
-        os.environ[truth_cache.DIR_ENV] = truths
-        try:
-            first = _grade_solutions(selected, "truths computed")
-            rows = _grade_solutions(selected, "truths kept")
-        finally:
-            if saved is None:
-                os.environ.pop(truth_cache.DIR_ENV)
-            else:
-                os.environ[truth_cache.DIR_ENV] = saved
+    with tempfile.TemporaryDirectory() as truths, \
+            mock.patch.dict(os.environ, {truth_cache.DIR_ENV: truths}):
+        first = _grade_solutions(selected, "truths computed")
+        rows = _grade_solutions(selected, "truths kept")
     # The budget is for the checks; starting a chapter's worker (imports, SmolLM2, the setup
     # cell) is paid once per grading run, whatever the number of notebooks graded with it.
     return {"grading": rows, "first_grading": first,
